@@ -1,0 +1,1 @@
+"""Regulatory DNA: data, oracles, motifs and metrics."""
