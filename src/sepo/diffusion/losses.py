@@ -30,6 +30,8 @@ def sample_times(batch: int, *, generator=None, device=None, t_min: float = 1e-4
 def mdlm_nelbo(model: DiffusionModel, x0: torch.Tensor, t: torch.Tensor, *, generator=None, x_t: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sequence MDLM NELBO estimate ``[B]`` (nats) at times ``t [B]`` (masked process)."""
     proc = model.process
+    if proc.mask_id is None:  # without a mask nothing is "masked": the loss would silently be 0
+        raise ValueError("the MDLM NELBO needs the masked process; use score_entropy for a uniform model")
     if x_t is None:
         x_t = proc.sample_xt(x0, t, generator)
     log_d = model.log_denoiser(x_t, t)

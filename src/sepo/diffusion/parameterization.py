@@ -10,8 +10,12 @@ For an interpolating process with marginal posterior ``D`` the two are linked ex
 
     s(x_t)_{i,y} = sum_v D(x_t)_{i,v} q_t(y | v) / q_t(x_t^i | v)
 
-which for a masked position reads ``s_{i,v} = alpha_t / (1 - alpha_t) D_{i,v}`` (METHOD.md §1), and for
-an unmasked position ``s_{i,[MASK]} = (1 - alpha_t)/alpha_t`` and ``s_{i,v} = 0`` for other clean ``v``.
+wherever ``q_t(x_t^i | v) > 0`` for every ``v``: at every position of the uniform process and at a masked
+position, where it reads ``s_{i,v} = alpha_t / (1 - alpha_t) D_{i,v}`` (METHOD.md §1). At a *revealed*
+position of the masked process the true ratios are not functions of ``D(x_t)`` (which is one-hot there);
+they never matter, since the forward rate into a revealed token is zero (no reverse rate, no loss weight),
+and we return the formula's values ``s_{i,[MASK]} = (1 - alpha_t)/alpha_t``, ``s_{i,v} = 0`` for other
+clean ``v``, as a convention.
 
 All functions work in log space; shapes: ``x_t [B, L]``, ``alpha [B]``, log-denoiser ``[B, L, V]``,
 log-score ``[B, L, S]`` (``S = V + 1`` masked, ``S = V`` uniform).

@@ -88,6 +88,9 @@ class SamplerConfig:
             raise ValueError(f"min_t must be in [0, 1), got {self.min_t}")
         if self.corrector_step_size is not None and self.corrector_step_size <= 0:
             raise ValueError(f"corrector_step_size must be > 0, got {self.corrector_step_size}")
+        if self.corrector_steps > 0 and self.min_t <= 0.0:
+            # the last corrector runs at t = min_t, where the scores of noisy states are 0 or infinite
+            raise ValueError("corrector steps need min_t > 0 (they run at the end of each predictor step); e.g. min_t=1e-5")
 
 
 @dataclass(frozen=True)
@@ -340,7 +343,7 @@ def sample(
     """
     cfg = config or SamplerConfig()
     _check_cacheable(model, cfg)
-    device = device or next(model.parameters()).device
+    device = device or _model_device(model)
     if fixed is not None:
         fixed, fixed_tokens = fixed.to(device), fixed_tokens.to(device)
     if batch_size is not None and batch_size < num_samples:
@@ -380,6 +383,14 @@ def sample(
         if keep_trajectory:
             traj.append(x)
     return SampleOutput(x, steps, traj, model.network_passes - passes0)
+
+
+def _model_device(model: DiffusionModel) -> torch.device:
+    """Device of the model's parameters, else of its buffers (a parameter-free net, e.g. an exact
+    denoiser), else the CPU."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _refresh_cache(model, x, t, cache):

@@ -21,7 +21,7 @@ from torch import nn
 from sepo.diffusion.likelihood import bridge_alpha, elbo_step_term, elbo_steps, prior_term
 from sepo.diffusion.model import DiffusionModel
 from sepo.diffusion.process import MaskedProcess, Process
-from sepo.diffusion.sampling import SamplerConfig, Step, kernel_probs, plan_steps
+from sepo.diffusion.sampling import SamplerConfig, Step, _check_cacheable, kernel_probs, plan_steps
 
 __all__ = [
     "enumerate_states",
@@ -137,15 +137,16 @@ def exact_output_distribution(
     Differentiable with respect to the model's parameters (used for exact policy gradients).
     ``fixed [L]`` / ``fixed_tokens [L]`` constrain positions as in :func:`sepo.diffusion.sampling.sample`.
     """
+    _check_cacheable(model, cfg)  # same contract as sample(): the cache is exact only for such models
     proc = model.process
     S = proc.num_states
     states = enumerate_states(length, S).to(next(iter(model.buffers()), torch.empty(0)).device)
-    start = proc.sample_limit((1, length))
-    if fixed is not None:
-        start = torch.where(fixed[None], fixed_tokens[None], start)
     fixed_b = None if fixed is None else fixed[None].expand(states.shape[0], -1)
     dist = torch.zeros(states.shape[0], dtype=torch.float64)
-    if isinstance(proc, MaskedProcess):
+    if isinstance(proc, MaskedProcess):  # all-mask start, fixed positions in place
+        start = proc.sample_limit((1, length))
+        if fixed is not None:
+            start = torch.where(fixed[None], fixed_tokens[None], start)
         dist[state_index(start, S)] = 1.0
     else:  # uniform prior on the free positions
         free = torch.ones(states.shape[0], dtype=torch.bool)
@@ -169,19 +170,28 @@ def clean_distribution(dist_all: torch.Tensor, process: Process, length: int) ->
 
 
 def exact_elbo(model: DiffusionModel, x0: torch.Tensor, *, steps: int, min_t: float = 1e-5) -> torch.Tensor:
-    """The ELBO of :func:`sepo.diffusion.likelihood.elbo`, computed by enumerating every ``x_t``. ``x0 [L]``."""
+    """The ELBO of :func:`sepo.diffusion.likelihood.elbo`, computed by enumerating every ``x_t``.
+
+    ``x0 [L]`` -> scalar, or a batch ``x0 [B, L]`` -> ``[B]`` (one network call per step for the whole
+    batch). float64; differentiable with respect to the model's parameters.
+    """
     proc = model.process
-    S = proc.num_states
-    states = enumerate_states(x0.shape[0], S)
-    total = prior_term(proc, x0[None]).to(torch.float64)[0]
-    x0b = x0[None].expand(states.shape[0], -1)
+    single = x0.dim() == 1
+    x0s = x0[None] if single else x0
+    batch, length = x0s.shape
+    states = enumerate_states(length, proc.num_states).to(x0s.device)
+    n = states.shape[0]
+    pair_x0 = x0s.repeat_interleave(n, 0)  # [B*N, L]: every (x0, x_t) pair, x0-major
+    pair_xt = states.repeat(batch, 1)
+    total = prior_term(proc, x0s).to(torch.float64)
     for step in elbo_steps(steps, min_t):
         a = bridge_alpha(proc, torch.tensor(step.t, dtype=torch.float64))
-        r = _likelihoods(proc, states, x0[None], a.expand(states.shape[0]))[:, 0, :].prod(-1)  # [N]
-        keep = r > 0
-        term = elbo_step_term(model, x0b[keep], states[keep], step).to(torch.float64)
-        total = total + (r[keep] * term).sum()
-    return total
+        r = _likelihoods(proc, states, x0s, a.expand(n)).prod(-1).T.reshape(-1)  # r(x_t | x0), [B*N]
+        keep = (r > 0).nonzero().squeeze(-1)  # only reachable x_t (others would give 0 * -inf)
+        term = elbo_step_term(model, pair_x0[keep], pair_xt[keep], step).to(torch.float64)
+        contrib = torch.zeros(batch * n, dtype=torch.float64, device=x0s.device).index_add(0, keep, r[keep] * term)
+        total = total + contrib.view(batch, n).sum(-1)
+    return total[0] if single else total
 
 
 def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:

@@ -1,0 +1,305 @@
+"""Algorithm 1 (SEPO) as a small loop: rollout -> reward -> advantages -> K epochs of ``ℓ_A`` -> θ_old ← θ.
+
+``θ_old`` is the policy at the start of an iteration: rollouts and the old log-probabilities are
+computed from it before any update, so no second copy is kept (checkpoints are written at iteration
+boundaries, where ``θ_old = θ``). The reference model for the KL is a frozen copy of the pretrained
+weights unless ``ref_sync_every > 0``.
+
+Run state (``<out>/state/``, written atomically): policy weights (safetensors), optimizer, the run's
+random generator, iteration counter, reward history, the reference's identity (and weights when it is
+synced). ``Trainer(..., resume=True)`` continues bit-for-bit: same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sepo.diffusion.model import DiffusionModel
+from sepo.errors import CheckpointError, RewardError
+from sepo.utils.config import to_dict
+from sepo.utils.io import atomic_dir, write_json
+from sepo.utils.logging import MetricLogger, plot_curves, read_jsonl
+
+from .advantages import compute_advantages
+from .config import FinetuneConfig
+from .estimators import make_estimator
+from .kl import kl_step_indices, path_kl, reference_kernels
+from .loss import clipped_policy_loss
+from .rewards import Reward
+from .rollout import Rollout, collect_rollouts
+
+__all__ = ["Trainer", "weights_fingerprint"]
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the parameters (names, shapes, bytes): the reference's identity in checkpoints."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    """Fine-tune ``policy`` toward ``reward``.
+
+    Args:
+        policy: the model to fine-tune (modified in place).
+        reward: a :class:`~sepo.rl.rewards.Reward`.
+        config: :class:`~sepo.rl.config.FinetuneConfig`.
+        length: sequence length ``L``.
+        out_dir: run folder (metrics, plots, state). ``None``: nothing written (library use, tests).
+        prompts: ``(generator, num_groups) -> list[LongTensor]`` giving one prompt per group, or ``None``.
+        evaluate: optional ``(policy, iteration) -> dict`` of extra metrics, called when logging.
+        base_identity: description of the pretrained model (path, fingerprint) stored with the run.
+    """
+
+    def __init__(self, policy: DiffusionModel, *, reward: Reward, config: FinetuneConfig, length: int,
+                 out_dir: str | Path | None = None, prompts: Callable | None = None, evaluate: Callable | None = None,
+                 base_identity: dict | None = None, logger: MetricLogger | None = None, progress: bool = True,
+                 resume: bool = False):
+        self.cfg = config
+        self.policy = policy.to(config.device).eval()  # RL runs without dropout: ratios must be deterministic
+        self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval() if config.beta > 0 else None
+        self.reward = reward
+        self.length = int(length)
+        self.prompts = prompts
+        self.evaluate = evaluate
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.estimator = make_estimator(config.estimator, **config.estimator_options())
+        betas = tuple(config.adam_betas) if config.adam_betas else (0.9, 0.999)
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.learning_rate, betas=betas,
+                                           weight_decay=config.weight_decay)
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.base_identity = dict(base_identity or {})
+        self.base_identity.setdefault("fingerprint", weights_fingerprint(self.policy))
+        self.progress = progress
+        self.logger = logger
+        if resume:
+            self._load_state()
+        if self.logger is None and self.out_dir is not None:
+            self.logger = MetricLogger(self.out_dir, resume=resume)
+
+    # ------------------------------------------------------------------ one iteration
+    def _passes(self) -> int:
+        return self.policy.network_passes + (self.reference.network_passes if self.reference is not None else 0)
+
+    def _rollout(self) -> Rollout:
+        prompts = self.prompts(self.generator, self.cfg.num_groups) if self.prompts is not None else None
+        keep = self.estimator.needs_trajectory or self.cfg.beta > 0 or self.cfg.entropy_coef > 0
+        return collect_rollouts(self.policy, sampler=self.cfg.sampler_config(), num_groups=self.cfg.num_groups,
+                                group_size=self.cfg.num_generations, length=self.length, generator=self.generator,
+                                prompts=prompts, keep_trajectory=keep, batch_size=self.cfg.rollout_batch_size)
+
+    def step(self) -> dict:
+        """Run one iteration of Algorithm 1 and return its metrics."""
+        cfg = self.cfg
+        gen_state = self.generator.get_state()
+        passes0 = self._passes()
+        timer: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        rollout = self._rollout()
+        timer["rollout"] = time.perf_counter() - t0
+        rollout_passes = self._passes() - passes0
+
+        t0 = time.perf_counter()
+        try:
+            rewards = self.reward(rollout.x.cpu())
+        except RewardError:
+            self._save_failed(rollout, gen_state)
+            raise
+        timer["reward"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        kl_ids = kl_step_indices(len(rollout.steps), cfg.kl_truncation_steps) if (cfg.beta > 0 or cfg.entropy_coef > 0) else []
+        ref_probs, kl_old = [], torch.zeros(rollout.size)
+        if kl_ids:
+            ref_model = self.reference if self.reference is not None else self.policy
+            ref_probs = reference_kernels(ref_model, rollout, kl_ids)
+            with torch.no_grad():
+                kl_old, _ = path_kl(self.policy, rollout, torch.arange(rollout.size), kl_ids, ref_probs)
+        shaped = rewards - cfg.beta * kl_old.cpu() if (cfg.kl_in_reward and cfg.beta > 0) else rewards
+        adv = compute_advantages(shaped.view(cfg.num_groups, cfg.num_generations), kind=cfg.advantage,
+                                 scale_rewards=cfg.effective_scale_rewards).reshape(-1).to(rollout.x.device)
+        rollout.rewards, rollout.advantages = rewards, adv
+        old = self.estimator.prepare(self.policy, rollout, self.generator)
+        timer["prepare"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        lr = self.learning_rate(self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        stats = self._update(rollout, old, kl_ids, ref_probs, timer)
+        stats["lr"] = lr
+        timer["update"] = time.perf_counter() - t0 - timer.get("kl", 0.0)
+
+        self.iteration += 1
+        if self.reference is not None and cfg.ref_sync_every and self.iteration % cfg.ref_sync_every == 0:
+            self.reference.load_state_dict(self.policy.state_dict())
+        passes = self._passes() - passes0
+        metrics = {
+            "iteration": self.iteration,
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std(unbiased=False)),
+            "reward_max": float(rewards.max()),
+            "adv_mean": float(adv.mean()),
+            "adv_std": float(adv.std(unbiased=False)),
+            "kl": float(kl_old.mean()),
+            **stats,
+            "network_passes": int(passes),
+            "rollout_passes": int(rollout_passes),
+            **{f"sec_{k}": round(v, 4) for k, v in timer.items()},
+        }
+        self.history.append(metrics)
+        return metrics
+
+    def learning_rate(self, iteration: int) -> float:
+        """Learning rate at ``iteration`` (0-based): linear warm-up, then constant / linear / cosine decay."""
+        cfg = self.cfg
+        if iteration < cfg.warmup_steps:
+            return cfg.learning_rate * (iteration + 1) / (cfg.warmup_steps + 1)
+        frac = (iteration - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        if cfg.lr_scheduler_type == "linear":
+            return cfg.learning_rate * (1.0 - frac)
+        if cfg.lr_scheduler_type == "cosine":
+            return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * frac))
+        return cfg.learning_rate
+
+    def _update(self, rollout: Rollout, old, kl_ids, ref_probs, timer) -> dict:
+        cfg = self.cfg
+        n = rollout.size
+        mb = cfg.minibatch_size or n
+        agg: dict[str, list[float]] = {}
+        timer["kl"] = 0.0
+        for _ in range(cfg.num_iterations):
+            perm = torch.randperm(n, generator=self.generator).to(rollout.x.device)
+            for lo in range(0, n, mb):
+                idx = perm[lo : lo + mb]
+                units = self.estimator.log_probs(self.policy, rollout, idx)
+                loss, st = clipped_policy_loss(units.logp, old.logp[idx], units.weight, rollout.advantages[idx],
+                                               epsilon=cfg.epsilon, loss_type=cfg.loss_type, norm_constant=self.length)
+                if kl_ids:
+                    tk = time.perf_counter()
+                    kl, ent = path_kl(self.policy, rollout, idx, kl_ids, ref_probs)
+                    loss = loss + cfg.beta * kl.mean() - cfg.entropy_coef * ent.mean()
+                    st["kl_policy"] = float(kl.detach().mean())
+                    st["entropy"] = float(ent.detach().mean())
+                    timer["kl"] += time.perf_counter() - tk
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+                self.optimizer.step()
+                st["grad_norm"] = float(gn)
+                st["loss"] = float(loss.detach())
+                for k, v in st.items():
+                    agg.setdefault(k, []).append(v)
+        return {k: sum(v) / len(v) for k, v in agg.items()}
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> list[dict]:
+        """Run until ``max_steps`` iterations; log, checkpoint and plot along the way."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        bar = tqdm(total=cfg.max_steps, initial=self.iteration, desc=f"finetune ({cfg.estimator})", disable=not self.progress)
+        while self.iteration < cfg.max_steps:
+            metrics = self.step()
+            if self.evaluate is not None and (self.iteration % cfg.log_every == 0 or self.iteration == cfg.max_steps):
+                metrics.update(self.evaluate(self.policy, self.iteration))
+            if self.logger is not None and (self.iteration % cfg.log_every == 0 or self.iteration == cfg.max_steps):
+                self.logger.log(self.iteration, metrics)
+            if self.out_dir is not None and (self.iteration % cfg.save_every == 0 or self.iteration == cfg.max_steps):
+                self.save()
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}")
+        bar.close()
+        if self.out_dir is not None:
+            self.plot()
+        return self.history
+
+    def plot(self) -> None:
+        recs = read_jsonl(self.out_dir / "metrics.jsonl") if self.out_dir else []
+        if not recs:
+            return
+        its = [r["step"] for r in recs]
+        series = {"reward (train)": (its, [r["reward_mean"] for r in recs])}
+        for key in ("eval_reward", "pred_activity"):
+            pts = [(r["step"], r[key]) for r in recs if key in r]
+            if pts:
+                series[key] = ([p[0] for p in pts], [p[1] for p in pts])
+        plot_curves(self.out_dir / "reward.png", series, xlabel="iteration", ylabel="reward",
+                    title=f"SEPO fine-tuning ({self.cfg.estimator})")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, generator_state: torch.Tensor | None = None) -> dict:
+        return {
+            "format": "sepo-finetune-state",
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state() if generator_state is None else generator_state,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "config": to_dict(self.cfg),
+            "reference": {**self.base_identity, "synced": bool(self.cfg.ref_sync_every)},
+            "reward": self.reward.name,
+        }
+
+    def save(self, *, generator_state: torch.Tensor | None = None) -> Path:
+        """Write ``<out>/state`` atomically (policy = θ_old = θ at an iteration boundary)."""
+        target = self.out_dir / "state"
+        with atomic_dir(target) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}, str(tmp / "policy.safetensors"))
+            if self.reference is not None and self.cfg.ref_sync_every:
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.reference.state_dict().items()}, str(tmp / "reference.safetensors"))
+            torch.save(self.state_dict(generator_state), tmp / "trainer.pt")
+        write_json(self.out_dir / "state.json", {"iteration": self.iteration, "reference": self.base_identity,
+                                                  "estimator": self.cfg.estimator})
+        return target
+
+    def _save_failed(self, rollout: Rollout, gen_state: torch.Tensor) -> None:
+        """On a reward failure: keep the run state as of this iteration's start, and the offending batch."""
+        if self.out_dir is None:
+            return
+        self.save(generator_state=gen_state)
+        torch.save({"tokens": rollout.x.cpu()}, self.out_dir / "failed_batch.pt")
+
+    def _load_state(self) -> None:
+        """Load ``<out>/state`` (weights, optimizer, RNG, counters) to continue exactly."""
+        path = self.out_dir / "state"
+        if not (path / "trainer.pt").is_file():
+            raise CheckpointError(f"no run state in {path}; start without --resume")
+        try:
+            state = torch.load(path / "trainer.pt", weights_only=False)
+            weights = load_file(str(path / "policy.safetensors"))
+        except Exception as e:
+            raise CheckpointError(f"run state in {path} is unreadable ({type(e).__name__}); delete it or start a new --out") from None
+        if state.get("format") != "sepo-finetune-state":
+            raise CheckpointError(f"{path} is not a sepo fine-tuning state")
+        if state["reference"].get("fingerprint") != self.base_identity.get("fingerprint"):
+            raise CheckpointError(f"the base model given differs from the one the run in {self.out_dir} started from "
+                                  "(weights fingerprint mismatch); resume with the same --base")
+        if state["config"].get("estimator") != self.cfg.estimator:
+            raise CheckpointError(f"the saved run used estimator {state['config'].get('estimator')!r}, not {self.cfg.estimator!r}; "
+                                  "resume with the same configuration")
+        self.policy.load_state_dict(weights)
+        if self.reference is not None and (path / "reference.safetensors").is_file():
+            self.reference.load_state_dict(load_file(str(path / "reference.safetensors")))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration = int(state["iteration"])
+        self.history = list(state["history"])
+        self.base_identity = dict(state["reference"])
+        self.base_identity.pop("synced", None)

@@ -1,0 +1,1 @@
+"""Text task: real English corpus, tokenizers, learned reward model and independent judges."""
