@@ -16,6 +16,8 @@ import importlib
 import sys
 import traceback
 
+import torch
+
 from sepo import __version__
 from sepo.commands import HelpFormatter
 from sepo.errors import SepoError
@@ -27,6 +29,8 @@ COMMANDS = [
     "sepo.commands.pretrain",
     "sepo.commands.sample",
     "sepo.commands.eval",
+    "sepo.commands.finetune",
+    "sepo.commands.oracle",
 ]
 
 DESCRIPTION = """\
@@ -106,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         if run is None:
             parser.print_help(sys.stderr)
             return 2
-        return int(run(args) or 0)
+        threads = torch.get_num_threads()
+        try:
+            return int(run(args) or 0)
+        finally:  # commands may set the thread count; leave an embedding process (tests) as it was
+            torch.set_num_threads(threads)
     except SepoError as e:
         if debug:
             traceback.print_exc()

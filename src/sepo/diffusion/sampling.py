@@ -210,7 +210,8 @@ def _euler_from_rates(rates: torch.Tensor, x: torch.Tensor, h: float) -> torch.T
 def _first_jump_from_rates(rates: torch.Tensor, x: torch.Tensor, h: float) -> torch.Tensor:
     total = rates.sum(-1, keepdim=True)
     stay = torch.exp(-h * total)
-    jump = (1.0 - stay) * rates / total.clamp_min(1e-30)
+    # -expm1 rather than 1 - stay: for small h * total (many steps) the float32 difference loses digits
+    jump = -torch.expm1(-h * total) * rates / total.clamp_min(1e-30)
     return jump.scatter(-1, x.unsqueeze(-1), stay)
 
 
@@ -335,7 +336,10 @@ def sample(
     """Draw ``num_samples`` sequences of ``length`` tokens.
 
     Args:
-        fixed, fixed_tokens: ``[num_samples, length]`` constraint (see :func:`prefix_constraint`).
+        fixed, fixed_tokens: ``[num_samples, length]`` constraint (see :func:`prefix_constraint`). For the
+            masked process this is exact conditioning (with the true denoiser the output law converges to
+            ``p0(. | fixed tokens)``); for the uniform process it is only approximate, because the denoiser
+            reads a clamped token as possibly noisy (TV ~0.13 from the conditional in a 3x3 exact world).
         keep_trajectory: keep the state before every step (needed by the trajectory estimator).
         batch_size: draw in chunks of this many sequences (bounds memory); ``None`` = all at once.
     Returns:

@@ -190,17 +190,28 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def build_pretrain_model(cfg: PretrainConfig, task: TaskSpec):
-    """Fresh :class:`~sepo.diffusion.DiffusionModel` for ``cfg`` (seeded), checked against the task."""
-    from sepo.models import build_model, preset_config
+def model_config(cfg: PretrainConfig, task: TaskSpec):
+    """The validated :class:`~sepo.models.ModelConfig` of ``cfg``, checked against the task."""
+    from sepo.models import preset_config
 
     overrides = {**cfg.model_overrides, "process": cfg.process}
-    mcfg = preset_config(cfg.model, **overrides)
+    try:
+        mcfg = preset_config(cfg.model, **overrides)
+    except ConfigError as e:
+        raise ConfigError(f"model / model_overrides: {e}") from None
     if mcfg.vocab_size != task.vocab_size or mcfg.length != task.length:
         raise ConfigError(
             f"model preset {cfg.model!r} has vocab_size {mcfg.vocab_size} and length {mcfg.length}, but task "
             f"{task.name!r} needs {task.vocab_size} and {task.length}; pick a {task.name} model preset"
         )
+    return mcfg
+
+
+def build_pretrain_model(cfg: PretrainConfig, task: TaskSpec):
+    """Fresh :class:`~sepo.diffusion.DiffusionModel` for ``cfg`` (initialised from ``cfg.seed``)."""
+    from sepo.models import build_model
+
+    mcfg = model_config(cfg, task)
     torch.manual_seed(cfg.seed)
     return build_model(mcfg)
 
@@ -325,11 +336,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = False, 
         a summary dict (final step, validation bits per token, wall time, ...), also written to
         ``train_summary.json`` when the run finishes.
     """
-    from sepo.models import EMA, capture_rng_state, restore_rng_state, save_model, save_train_state, load_train_state
-
     out = Path(out_dir)
-    _prepare_out_dir(out, resume=resume, force=force)
+    # everything that can be checked is checked before the folder is touched (--force deletes)
+    task = get_task(cfg.task)
+    device = resolve_device(cfg.device)
+    model_config(cfg, task)
     if resume:
+        _prepare_out_dir(out, resume=True, force=False)
         saved = from_dict(PretrainConfig, load_yaml(out / CONFIG_FILE), where=f"{out / CONFIG_FILE}")
         changed = [f.name for f in dataclasses.fields(PretrainConfig)
                    if f.name not in RESUME_MUTABLE and getattr(saved, f.name) != getattr(cfg, f.name)]
@@ -337,17 +350,26 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = False, 
             name = changed[0]
             raise ConfigError(f"--resume continues the saved run, but {name} differs (saved {getattr(saved, name)!r}, "
                               f"given {getattr(cfg, name)!r}); drop that option or start a new --out")
+        if run_status(out)[0] == "finished":
+            import json
 
-    if resume and run_status(out)[0] == "finished":
-        import json
-
-        print(f"{out} already finished its {cfg.steps} steps; nothing to do", file=sys.stdout)
-        return json.loads((out / SUMMARY_FILE).read_text())
-    task = get_task(cfg.task)
-    device = resolve_device(cfg.device)
+            print(f"{out} already finished its {cfg.steps} steps; nothing to do", file=sys.stdout)
+            return json.loads((out / SUMMARY_FILE).read_text())
+    elif not force:
+        _prepare_out_dir(out, resume=False, force=False)  # refuse early, before loading data
+    threads = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads or _available_cores())
+    try:
+        return _train(cfg, out, task=task, device=device, resume=resume, force=force, progress=progress, on_step=on_step)
+    finally:
+        torch.set_num_threads(threads)
 
-    # data (before the model: a data error should not leave a half-made run folder)
+
+def _train(cfg: PretrainConfig, out: Path, *, task: TaskSpec, device: torch.device, resume: bool, force: bool,
+           progress: bool, on_step) -> dict:
+    from sepo.models import EMA, capture_rng_state, load_train_state, restore_rng_state, save_model, save_train_state
+
+    # data first: a data error must not leave a half-made (or, with --force, a deleted) run folder
     train_tokens = task.load_split("train")
     val_tokens = task.load_split("validation")
     if cfg.val_size and cfg.val_size < val_tokens.shape[0]:
@@ -363,6 +385,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = False, 
     stream = BatchStream(train_tokens.shape[0], cfg.batch_size, seed=cfg.seed)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     step = 0
+    if force:
+        _prepare_out_dir(out, resume=False, force=True)
 
     if resume:
         state = load_train_state(out / TRAIN_STATE_FILE, restore_rng=False)
@@ -386,7 +410,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = False, 
         save_yaml(out / CONFIG_FILE, cfg)
 
     length = task.length
-    bits = 1.0 / (length * math.log(2.0))
     logger = MetricLogger(out, resume=resume, stdout=False)
     unit = task.unit
     provenance = {"task": task.name, "trained_by": "sepo pretrain", "pretrain_config": to_dict(cfg)}

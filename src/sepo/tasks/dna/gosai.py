@@ -61,6 +61,8 @@ def load_gosai_csv(path: str | Path, *, length: int = SEQ_LEN) -> tuple[torch.Te
             values = []
             for col in GOSAI_CELL_LINES:
                 raw = row.get(col)
+                if raw is None or not raw.strip():
+                    raise DataError(f"{where}: missing {col} activity; every row needs {','.join(GOSAI_COLUMNS)}")
                 try:
                     v = float(raw)
                 except (TypeError, ValueError):

@@ -111,13 +111,14 @@ def _check_tokens(tokens: torch.Tensor, what: str = "tokens") -> torch.Tensor:
 
 def kmer_counts(tokens: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Counts of every k-mer (overlapping, forward strand) summed over sequences: ``[N, L]`` -> ``[4^k]``
-    long, indexed by the base-4 number of the k-mer (``AAA = 0``, ``AAC = 1``, ..., ``TTT = 63``)."""
+    long, indexed by the base-4 number of the k-mer (``AAA = 0``, ``AAC = 1``, ..., ``TTT = 63``).
+    Validates the tokens, then counts with :func:`sepo.tasks.dna.kmers.kmer_counts`."""
+    from .kmers import kmer_counts as _pooled_counts
+
     tokens = _check_tokens(tokens)
     if not 1 <= k <= tokens.shape[1]:
         raise DataError(f"k must be between 1 and the sequence length {tokens.shape[1]}, got {k}")
-    windows = tokens.unfold(1, k, 1)  # [N, L-k+1, k]
-    codes = (windows * (4 ** torch.arange(k - 1, -1, -1))).sum(-1)
-    return torch.bincount(codes.reshape(-1), minlength=4**k)
+    return _pooled_counts(tokens, k)
 
 
 def kmer_corr(gen: torch.Tensor, ref: torch.Tensor | None = None, *, k: int = 3, ref_counts: torch.Tensor | None = None) -> float:
@@ -177,28 +178,54 @@ def diversity(tokens: torch.Tensor, *, chunk: int = 1024) -> tuple[float, float]
 
 @torch.no_grad()
 def app_log_lik(model, tokens: torch.Tensor, *, steps: int = 128, step_samples: int | None = 16, num_samples: int = 1,
-                batch_size: int = 128, generator: torch.Generator | None = None) -> float:
+                batch_size: int = 256, generator: torch.Generator | None = None) -> float:
     """Median ELBO (nats per sequence) of ``tokens [N, L]`` under ``model`` (the pretrained
-    :class:`~sepo.diffusion.model.DiffusionModel`), via :func:`sepo.diffusion.likelihood.elbo`.
+    :class:`~sepo.diffusion.model.DiffusionModel`): the bound of :func:`sepo.diffusion.likelihood.elbo`
+    for the ``steps``-step ancestral sampler, estimated from the same terms
+    (:func:`~sepo.diffusion.likelihood.elbo_step_term`).
 
-    The ELBO is that of the ``steps``-step ancestral sampler (the paper's App-Log-Lik uses the
-    pretrained model's bound). To bound the cost we draw ``step_samples`` of the ``steps + 1`` terms per
-    sequence (an unbiased, rescaled estimate: ``num_samples * step_samples`` network passes per sequence;
-    ``None`` evaluates every term). The per-sequence noise this adds is symmetric, so the *median* over a
-    few hundred sequences is stable; raise ``step_samples`` for precise per-sequence values.
+    Cost control: each sequence draws its *own* ``step_samples`` of the ``steps + 1`` terms (without
+    replacement, rescaled by ``(steps + 1) / step_samples``: unbiased), so estimates of different
+    sequences are independent and the median is not swayed by one shared choice of steps (``elbo``
+    with ``step_samples`` shares one subset across its batch). Terms are evaluated step by step on the
+    rows that drew that step, ``batch_size`` rows per pass: ``N * num_samples * step_samples`` sequence
+    passes in all. ``None`` evaluates every term; each sequence's value is the mean of ``num_samples``
+    independent draws.
     """
-    from sepo.diffusion.likelihood import elbo
+    from sepo.diffusion.likelihood import bridge_alpha, elbo_step_term, elbo_steps, prior_term
 
     tokens = _check_tokens(tokens)
+    if num_samples < 1:
+        raise DataError(f"num_samples must be >= 1, got {num_samples}")
+    plan = elbo_steps(steps)
+    if step_samples is not None and not 1 <= step_samples <= len(plan):
+        raise DataError(f"step_samples must be between 1 and steps + 1 = {len(plan)} (or None), got {step_samples}")
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    proc = model.process
+    x0 = tokens.repeat_interleave(num_samples, dim=0).to(device)  # independent draws as extra rows
+    rows = x0.shape[0]
+    if step_samples is None:
+        chosen, scale = torch.ones(rows, len(plan), dtype=torch.bool), 1.0
+    else:
+        order = torch.rand(rows, len(plan), generator=generator).argsort(1)[:, :step_samples]
+        chosen = torch.zeros(rows, len(plan), dtype=torch.bool).scatter_(1, order, True)
+        scale = len(plan) / step_samples
+    total = prior_term(proc, x0).double().cpu()
     was_training = model.training
-    model.eval()
+    model.eval()  # no dropout in a likelihood
     try:
-        device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
-        values = [elbo(model, chunk.to(device), steps=steps, num_samples=num_samples, step_samples=step_samples,
-                       generator=generator).double().cpu() for chunk in tokens.split(batch_size)]
+        for j, step in enumerate(plan):
+            for idx in torch.nonzero(chosen[:, j]).flatten().split(batch_size):
+                x = x0[idx.to(device)]
+                a = bridge_alpha(proc, torch.full((x.shape[0],), step.t, dtype=torch.float64)).to(torch.float32).to(device)
+                keep = torch.rand(x.shape, generator=generator).to(device) < a[:, None]
+                x_t = torch.where(keep, x, proc.sample_limit(x.shape, device="cpu", generator=generator).to(device))
+                total[idx] += scale * elbo_step_term(model, x, x_t, step).double().cpu()
     finally:
         model.train(was_training)
-    return float(torch.quantile(torch.cat(values), 0.5))
+    per_sequence = total.view(tokens.shape[0], num_samples).mean(1)
+    return float(torch.quantile(per_sequence, 0.5))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ Offline, we learn the reward from the **reward part** of the 23,703 human-rated 
 a ridge regression (Hoerl & Kennard, 1970) of the mean human rating (−4 … +4) on hashed n-gram features
 (Weinberger et al., 2009, "feature hashing") — lower-cased word unigrams and bigrams plus character 3–5-grams
 inside words (subword features as in fastText, Bojanowski et al., 2017), each row L2-normalised. The normal
-equations are solved exactly (to a relative residual of 1e-6) by conjugate gradients on the sparse design
-matrix, so training is deterministic and takes seconds; the ridge strength is chosen on a validation slice of
+equations are solved exactly (to a relative residual of 1e-6) by conjugate gradients on the sparse (scipy)
+design matrix, so training is deterministic and takes seconds; the ridge strength is chosen on a validation slice of
 the reward part, never on the test part. Scoring a sentence costs one sparse dot product (thousands of
 sentences per second on one core).
 
@@ -21,9 +21,9 @@ import hashlib
 import json
 import re
 import time
-import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -128,6 +128,13 @@ def evaluate_scorer(scorer: TextScorer | Callable, data: "RatedSentences", *, ba
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]+|[:;]-?[()dp]")
 
 
+@lru_cache(maxsize=1 << 18)
+def _char_hashes(word: str, lengths: tuple[int, ...], mask: int) -> tuple[int, ...]:
+    """Hashed character n-grams of ``<word>`` (cached: word frequencies are Zipfian, so most lookups hit)."""
+    w = f"<{word}>"
+    return tuple(zlib.crc32(f"c{n}:{w[i:i + n]}".encode()) & mask for n in lengths for i in range(len(w) - n + 1))
+
+
 @dataclass
 class NgramConfig:
     """Hashed n-gram features.
@@ -156,72 +163,70 @@ class NgramConfig:
     def features(self, text: str) -> list[int]:
         """Bucket ids of one text's n-grams (with repeats)."""
         words = _WORD.findall(clean_text(text).lower())
-        grams = []
-        for n in range(1, self.word_ngrams + 1):
-            grams += [f"w{n}:" + " ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
-        for w in words:
-            w = f"<{w}>"
-            for n in self.char_ngrams:
-                grams += [f"c{n}:{w[i:i + n]}" for i in range(len(w) - n + 1)]
         mask = self.n_buckets - 1
-        return [zlib.crc32(g.encode("ascii", "ignore")) & mask for g in grams]
+        ids = []
+        for n in range(1, self.word_ngrams + 1):
+            ids += [zlib.crc32(f"w{n}:{' '.join(words[i:i + n])}".encode()) & mask for i in range(len(words) - n + 1)]
+        if self.char_ngrams:
+            for w in words:
+                ids += _char_hashes(w, self.char_ngrams, mask)
+        return ids
 
-    def matrix(self, texts: list[str]) -> torch.Tensor:
-        """Sparse CSR float64 ``[N, n_buckets]``; row i = √(n-gram counts) of text i, L2-normalised
-        (an empty text is an all-zero row)."""
-        crow, cols, vals = [0], [], []
+    def matrix(self, texts: list[str]):
+        """``scipy.sparse.csr_matrix`` float64 ``[N, n_buckets]``; row i = √(n-gram counts) of text i,
+        L2-normalised (an empty text is an all-zero row)."""
+        import scipy.sparse as sp
+
+        indptr, cols, vals = [0], [], []
         for t in texts:
             ids, counts = np.unique(np.asarray(self.features(t), dtype=np.int64), return_counts=True)
             v = np.sqrt(counts.astype(np.float64))
             v /= max(float(np.linalg.norm(v)), 1e-12)
             cols.append(ids)
             vals.append(v)
-            crow.append(crow[-1] + len(ids))
+            indptr.append(indptr[-1] + len(ids))
         col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
         val = np.concatenate(vals) if vals else np.zeros(0)
-        return _csr(torch.tensor(crow, dtype=torch.int64), torch.from_numpy(col), torch.from_numpy(val),
-                    (len(texts), self.n_buckets))
+        return sp.csr_matrix((val, col, np.asarray(indptr, dtype=np.int64)), shape=(len(texts), self.n_buckets))
 
 
-def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    with warnings.catch_warnings():  # torch flags sparse CSR as "beta"; the operations used here are stable
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    # not ``a @ b``: a multi-threaded BLAS ddot on short vectors can stall for ~50 ms on a busy machine
+    return float(np.multiply(a, b).sum())
 
 
-def _transpose(X: torch.Tensor) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return X.to_sparse_coo().t().coalesce().to_sparse_csr()
-
-
-def ridge_cg(X: torch.Tensor, y: torch.Tensor, lam: float, *, tol: float = 1e-6, max_iter: int = 1000) -> torch.Tensor:
+def ridge_cg(X, y: np.ndarray, lam: float, *, tol: float = 1e-6, max_iter: int = 1000) -> np.ndarray:
     """Solve ``(XᵀX + λI) w = Xᵀy`` by conjugate gradients (Hestenes & Stiefel, 1952) with sparse ``X``.
 
-    ``X``: sparse CSR ``[N, D]`` float64, ``y``: ``[N]`` float64 (centred by the caller). Returns ``w [D]``.
-    Stops when ``‖residual‖ ≤ tol·‖Xᵀy‖``; raises :class:`RewardError` if that takes more than ``max_iter``.
+    ``X``: ``scipy.sparse`` CSR ``[N, D]``, ``y``: ``[N]`` float64 (centred by the caller). Returns ``w [D]``.
+    CG runs on the columns that occur in ``X`` only (the solution is exactly 0 elsewhere), which makes its
+    vector operations several times cheaper with hashed features. Stops when ``‖residual‖ ≤ tol·‖Xᵀy‖``;
+    raises :class:`RewardError` if that takes more than ``max_iter`` iterations.
     """
     if lam <= 0:
         raise DataError(f"ridge strength must be > 0, got {lam}")
-    XT = _transpose(X)
+    used = np.flatnonzero(X.getnnz(axis=0))
+    Xc = X[:, used].tocsr()
+    XT = Xc.T.tocsr()
+    y = np.asarray(y, dtype=np.float64)
     b = XT @ y
-    w = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = r @ r
-    target = (tol * b.norm()) ** 2
-    for _ in range(max_iter):
+    w = np.zeros_like(b)
+    r = b.copy()
+    p = r.copy()
+    rs = _dot(r, r)
+    target = tol**2 * _dot(b, b)
+    for _ in range(max_iter + 1):
         if rs <= target:
-            return w
-        Ap = XT @ (X @ p) + lam * p
-        alpha = rs / (p @ Ap)
+            full = np.zeros(X.shape[1])
+            full[used] = w
+            return full
+        Ap = XT @ (Xc @ p) + lam * p
+        alpha = rs / _dot(p, Ap)
         w += alpha * p
         r -= alpha * Ap
-        rs_new = r @ r
+        rs_new = _dot(r, r)
         p = r + (rs_new / rs) * p
         rs = rs_new
-    if rs <= target:
-        return w
     raise RewardError(f"ridge conjugate gradients did not converge in {max_iter} iterations (λ={lam})")
 
 
@@ -269,14 +274,15 @@ class NgramRidgeReward(TextScorer):
                  provenance: dict | None = None):
         if weights.shape != (features.n_buckets,):
             raise CheckpointError(f"reward weights have shape {tuple(weights.shape)}, expected ({features.n_buckets},)")
-        self.weights = weights.to(torch.float64)
+        self.weights = weights.to(torch.float32)
+        self._w = self.weights.numpy().astype(np.float64)
         self.bias = float(bias)
         self.features = features
         self.name = name
         self.provenance = dict(provenance or {})
 
     def score(self, texts: list[str]) -> torch.Tensor:
-        return (self.features.matrix(texts) @ self.weights + self.bias).to(torch.float32)
+        return torch.from_numpy(self.features.matrix(texts) @ self._w + self.bias).to(torch.float32)
 
     def save(self, folder: str | Path) -> Path:
         """``reward.safetensors`` (weights, bias) + ``reward.json`` (features, provenance), written atomically."""
@@ -284,7 +290,7 @@ class NgramRidgeReward(TextScorer):
 
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
-            save_file({"weights": self.weights.to(torch.float32).contiguous(), "bias": torch.tensor([self.bias])},
+            save_file({"weights": self.weights.contiguous(), "bias": torch.tensor([self.bias], dtype=torch.float64)},
                       str(tmp / "reward.safetensors"))
             write_json(tmp / "reward.json", {"kind": "ngram-ridge", "name": self.name,
                                              "features": asdict(self.features), "provenance": self.provenance})
@@ -319,19 +325,18 @@ def fit_reward(data: "RatedSentences", *, config: RewardConfig | None = None, te
         raise DataError(f"need at least 10 rated sentences to fit a reward, got {len(data)}")
     t0 = time.perf_counter()
     X = config.features.matrix(data.texts)
-    y = torch.from_numpy(data.ratings.astype(np.float64))
+    y = data.ratings.astype(np.float64)
     lam, val_r = config.lambdas[0], {}
     if len(config.lambdas) > 1:
         order = np.random.default_rng(config.seed).permutation(len(data))
         n_val = max(2, int(round(config.validation_fraction * len(data))))
         val, fit = np.sort(order[:n_val]), np.sort(order[n_val:])
-        X_fit, X_val = _rows(X, fit), _rows(X, val)
         mu = y[fit].mean()
         for candidate in config.lambdas:
-            w = ridge_cg(X_fit, y[fit] - mu, candidate)
-            val_r[candidate] = pearson((X_val @ w + mu).numpy(), data.ratings[val])
+            w = ridge_cg(X[fit], y[fit] - mu, candidate)
+            val_r[candidate] = pearson(X[val] @ w + mu, y[val])
         lam = max(val_r, key=val_r.get)
-    mu = y.mean()
+    mu = float(y.mean())
     w = ridge_cg(X, y - mu, lam)
     provenance = {
         "trained_on": f"human sentiment ratings (Hutto & Gilbert 2014), part {data.part!r}",
@@ -339,21 +344,13 @@ def fit_reward(data: "RatedSentences", *, config: RewardConfig | None = None, te
         "validation_pearson": {str(k): v for k, v in val_r.items()}, "config": asdict(config),
         "train_seconds": round(time.perf_counter() - t0, 2),
     }
-    reward = NgramRidgeReward(w.to(torch.float32), float(mu), features=config.features, name=name,
+    reward = NgramRidgeReward(torch.from_numpy(w).to(torch.float32), mu, features=config.features, name=name,
                               provenance=provenance)
     if test is not None:
-        reward.provenance["metrics"] = {"test_part": test.part, **evaluate_scorer(reward, test, baseline=float(mu))}
+        reward.provenance["metrics"] = {"test_part": test.part, **evaluate_scorer(reward, test, baseline=mu)}
     return reward
 
 
-def _rows(X: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-    """Rows ``idx`` of a sparse CSR matrix, as sparse CSR."""
-    crow, col, val = X.crow_indices(), X.col_indices(), X.values()
-    starts, ends = crow[idx], crow[idx + 1]
-    take = torch.cat([torch.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist())]) if len(idx) else \
-        torch.zeros(0, dtype=torch.long)
-    new_crow = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(ends - starts, 0)])
-    return _csr(new_crow, col[take], val[take], (len(idx), X.shape[1]))
 
 
 def default_reward(*, config: RewardConfig | None = None) -> NgramRidgeReward:
