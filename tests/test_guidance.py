@@ -175,7 +175,7 @@ def test_smc_with_infinite_temperature_is_plain_sampling(world, soft, pi):
 
 def test_smc_and_tds_on_a_uniform_model(uniform_world):
     """Uniform process, exact time-dependent denoiser: particles move the output toward the tilted law.
-    Measured TV with 1000 outputs: SMC K=1 0.33, K=16 0.05; TDS K=16 0.04."""
+    Measured TV with 1000 outputs: SMC K=1 0.49, K=16 0.105; TDS K=16 0.070."""
     from sepo.rl.rewards import table_reward
 
     model, table = uniform_world
@@ -189,7 +189,7 @@ def test_smc_and_tds_on_a_uniform_model(uniform_world):
         tokens, _ = generate(method, model, n=1000, length=L, reward=reward, soft_reward=soft_u, sampler=cfg,
                              generator=torch.Generator().manual_seed(0), num_particles=k, alpha=ALPHA)
         tvs[(method, k)] = total_variation(empirical(tokens), target)
-    assert tvs[("smc", 16)] < tvs[("smc", 1)] / 3 and tvs[("tds", 16)] < 0.08, tvs
+    assert tvs[("smc", 16)] < tvs[("smc", 1)] / 3 and tvs[("tds", 16)] < tvs[("smc", 1)] / 4, tvs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def test_every_method_keeps_prompt_positions(world, uniform_world, soft, method,
 
 @pytest.mark.parametrize("method", ["smc", "tds"])
 def test_smc_with_a_prompt_targets_the_prompted_tilted_law(world, soft, method):
-    """Measured TV to the prompted target (9 states, 1500 outputs, K = 16): SMC 0.03, TDS 0.02; plain 0.3."""
+    """Measured TV to the prompted target (9 states, 1500 outputs, K = 32): SMC 0.017, TDS 0.035; plain sampling 0.45."""
     cfg = SamplerConfig(steps=8)
     fixed, fixed_tokens = torch.tensor([False, True, False]), torch.tensor([0, 1, 0])
     with torch.no_grad():
@@ -299,9 +299,9 @@ def test_smc_with_a_prompt_targets_the_prompted_tilted_law(world, soft, method):
     target = tilted_optimum(pi_p, world.reward_table, ALPHA)
     tokens, _ = generate(method, world.model, n=1500, length=L, reward=world.reward(), soft_reward=soft, sampler=cfg,
                          generator=torch.Generator().manual_seed(0), fixed=fixed, fixed_tokens=fixed_tokens,
-                         num_particles=16, alpha=ALPHA)
+                         num_particles=32, alpha=ALPHA)
     tv = total_variation(empirical(tokens), target)
-    assert total_variation(pi_p, target) > 0.2 and tv < 0.06, tv
+    assert total_variation(pi_p, target) > 0.4 and tv < 0.07, tv
 
 
 def test_generate_rejects_bad_calls(world, soft):

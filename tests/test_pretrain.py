@@ -277,3 +277,17 @@ def test_uniform_process_trains_with_score_entropy(tmp_path):
     model, info = load_model(out)
     assert model.process.kind == "uniform" and model.parameterization == "denoiser" and model.time_conditioned
     assert math.isfinite(summary["val_bits_per_base"]) and summary["val_bits_per_base"] > 0
+
+
+def test_run_stopped_before_its_first_checkpoint(tmp_path):
+    def interrupt(step):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(mini_config(), out, progress=False, on_step=interrupt)
+    assert run_status(out)[0] == "unstarted"
+    with pytest.raises(ConfigError, match="before its first checkpoint; pass --force"):
+        pretrain(mini_config(), out, progress=False)
+    with pytest.raises(CheckpointError, match="before its first checkpoint"):
+        pretrain(mini_config(), out, resume=True, progress=False)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from sepo.errors import CheckpointError, DataError, RewardError
+from sepo.errors import CheckpointError, ConfigError, DataError, RewardError
 from sepo.tasks.text import assets
 from sepo.tasks.text.judges import (MiniLMJudge, VaderJudge, fit_minilm_judge, load_minilm_judge,
                                     ridge_closed_form)
@@ -137,6 +137,13 @@ def test_fit_is_deterministic():
     cfg = RewardConfig(features=NgramConfig(log2_buckets=14), lambdas=(0.3, 1.0))
     a, b = fit_reward(data, config=cfg), fit_reward(data, config=cfg)
     assert torch.equal(a.weights, b.weights) and a.provenance["lambda"] == b.provenance["lambda"]
+    assert set(a.provenance["validation_pearson"]) == {"0.3", "1.0"}
+    with pytest.raises(ConfigError, match="lambdas"):
+        RewardConfig(lambdas=(0.0,))
+    with pytest.raises(ConfigError, match="log2_buckets"):
+        NgramConfig(log2_buckets=40)
+    with pytest.raises(DataError, match="at least 10"):
+        fit_reward(data.take(5), config=cfg)
 
 
 def test_vader_judge_agrees_with_humans(test_part):

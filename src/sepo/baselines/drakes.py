@@ -268,7 +268,9 @@ class DrakesTrainer:
             raise ConfigError(f"DrakesTrainer needs a DrakesConfig, got {type(config).__name__}")
         self.cfg = config
         self.policy = policy.to(config.device).eval()  # no dropout: the rollout is an exact sample of the model
-        self.policy.requires_grad_(True)
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        if not trainable:
+            raise ConfigError("the policy has no trainable parameters (all have requires_grad=False); unfreeze them")
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.soft_reward = soft_reward
         self.length = int(length)
@@ -276,7 +278,7 @@ class DrakesTrainer:
         device = model_device(self.policy)
         self.fixed, self.fixed_tokens = expand_constraint(fixed, fixed_tokens, config.batch_size, self.length, 1, device)
         self.evaluate = evaluate
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.iteration = 0
         self.history: list[dict] = []
@@ -309,7 +311,8 @@ class DrakesTrainer:
         loss = -rewards.mean() + cfg.beta * rollout.kl.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         self.optimizer.step()
         self.iteration += 1
         r = rewards.detach().float().cpu()

@@ -41,6 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="sequences per forward pass")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise levels and masks")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--task", default=None, help="task of the model (default: the one recorded in its checkpoint)")
     add_device_argument(p)
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: all available cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -68,7 +69,7 @@ def run(args) -> int:
 
     device = resolve_device(args.device)
     model, info = load_model(args.model, device=device, use_ema=not args.no_ema)
-    task = task_for_model(info)
+    task = task_for_model(info, name=args.task)
     samples = task.read_samples(args.samples) if args.samples else None  # validate before the long part
     if samples is not None and samples.shape[1] != task.length:
         raise ConfigError(f"{args.samples}: samples have length {samples.shape[1]}, the task's sequences {task.length}")

@@ -79,6 +79,8 @@ def run(args) -> int:
     base = None
     if args.resume:
         status, step, total = run_status(out)
+        if status == "unstarted":
+            raise CheckpointError(f"{str(out)!r} holds a run stopped before its first checkpoint; start it over with --force")
         if status not in ("unfinished", "finished"):
             raise CheckpointError(f"nothing to resume in {str(out)!r} (no {CONFIG_FILE} / train_state.pt); run without --resume to start")
         base = load_yaml(out / CONFIG_FILE)

@@ -45,6 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-final-denoise", action="store_true", help="skip the final step that denoises every remaining position")
     p.add_argument("--prefix", default=None, metavar="TOKENS", help="fixed start of every sample, e.g. ACGT for DNA (default: none)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--task", default=None, help="task of the model (default: the one recorded in its checkpoint)")
     add_device_argument(p)
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: all available cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,7 +79,7 @@ def run(args) -> int:
 
     device = resolve_device(args.device)
     model, info = load_model(args.model, device=device, use_ema=not args.no_ema)
-    task = task_for_model(info)
+    task = task_for_model(info, name=args.task)
     length = model.config.length
     try:
         cfg = SamplerConfig(name=pick_sampler(args.sampler, model), steps=args.steps, corrector_steps=args.corrector_steps,

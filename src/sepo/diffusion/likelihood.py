@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from sepo.utils.random import rand
+
 from .model import DiffusionModel
 from .process import MaskedProcess
 from .sampling import SamplerConfig, Step, plan_steps, reverse_kernel
@@ -100,7 +102,7 @@ def elbo(
         if step_samples is None:
             chosen, scale = torch.ones(batch, len(plan), dtype=torch.bool, device=x0.device), 1.0
         else:  # every row its own subset of steps
-            order = torch.rand(batch, len(plan), generator=generator).argsort(1)[:, :step_samples].to(x0.device)
+            order = rand((batch, len(plan)), generator=generator).argsort(1)[:, :step_samples].to(x0.device)
             chosen = torch.zeros(batch, len(plan), dtype=torch.bool, device=x0.device).scatter_(1, order, True)
             scale = len(plan) / step_samples
         for j, step in enumerate(plan):
@@ -110,7 +112,7 @@ def elbo(
             x0_j = x0[rows]
             t = torch.full((rows.numel(),), step.t, device=x0.device, dtype=torch.float64)
             a = bridge_alpha(proc, t).to(torch.float32)
-            keep = torch.rand(x0_j.shape, generator=generator, device=x0.device) < a[:, None]
+            keep = rand(x0_j.shape, generator=generator, device=x0.device) < a[:, None]
             x_t = torch.where(keep, x0_j, proc.sample_limit(x0_j.shape, device=x0.device, generator=generator))
             term = elbo_step_term(model, x0_j, x_t, step)
             total = total + torch.zeros_like(total, dtype=term.dtype).index_add(0, rows, term) * (scale / num_samples)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from sepo.utils.random import rand
+
 from .model import DiffusionModel
 
 __all__ = ["sample_times", "mdlm_nelbo", "score_entropy", "diffusion_loss"]
@@ -21,7 +23,7 @@ __all__ = ["sample_times", "mdlm_nelbo", "score_entropy", "diffusion_loss"]
 
 def sample_times(batch: int, *, generator=None, device=None, t_min: float = 1e-4, antithetic: bool = True) -> torch.Tensor:
     """Times in ``[t_min, 1]``; ``antithetic`` spreads them evenly (MDLM's low-discrepancy sampler)."""
-    u = torch.rand(1 if antithetic else batch, generator=generator, device=device)
+    u = rand((1 if antithetic else batch,), generator=generator, device=device)
     if antithetic:
         u = (u + torch.arange(batch, device=device) / batch) % 1.0
     return t_min + (1.0 - t_min) * u

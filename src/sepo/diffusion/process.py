@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from sepo.utils.random import rand, randint
+
 from .schedules import Schedule, make_schedule, schedule_from_config
 
 __all__ = ["Process", "MaskedProcess", "UniformProcess", "make_process", "process_from_config"]
@@ -61,7 +63,7 @@ class Process:
     def sample_xt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``x_t ~ q_t(. | x_0)``. ``x0 [B, L]``, ``t [B]`` -> ``[B, L]`` long."""
         alpha = self.alpha(t).to(torch.float32)[:, None]
-        keep = torch.rand(x0.shape, generator=generator, device=x0.device) < alpha
+        keep = rand(x0.shape, generator=generator, device=x0.device) < alpha
         noise = self.sample_limit(x0.shape, device=x0.device, generator=generator)
         return torch.where(keep, x0, noise)
 
@@ -124,7 +126,7 @@ class UniformProcess(Process):
         return torch.full((self.num_states,), 1.0 / self.num_states, device=device, dtype=dtype)
 
     def sample_limit(self, shape, *, device=None, generator=None):
-        return torch.randint(0, self.vocab_size, tuple(shape), device=device, generator=generator)
+        return randint(self.vocab_size, shape, generator=generator, device=device)
 
 
 PROCESSES = {"masked": MaskedProcess, "uniform": UniformProcess}

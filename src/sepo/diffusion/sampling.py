@@ -30,10 +30,11 @@ and exploit inaccurate categorical sampling").
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
+
+from sepo.utils.random import rand
 
 from .model import DiffusionModel
 from .process import MaskedProcess
@@ -268,7 +269,7 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     dtype = torch.float64 if float64 else torch.float32
     p = probs.to(dtype)
     cdf = p.cumsum(-1)
-    u = torch.rand(p.shape[:-1] + (1,), generator=generator, device=p.device, dtype=dtype) * cdf[..., -1:]
+    u = rand(p.shape[:-1] + (1,), generator=generator, device=p.device, dtype=dtype) * cdf[..., -1:]
     idx = (cdf <= u).sum(-1)
     # never land on a zero-probability state through rounding at the top end
     idx = idx.clamp(max=p.shape[-1] - 1)

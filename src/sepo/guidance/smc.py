@@ -8,7 +8,7 @@ diffusion models"), for masked and uniform models.
 **Algorithm.** Each output runs ``K`` particles through the sampler's steps. Before step ``k`` every
 particle is at ``x_k`` and gets a *twisting potential* ``G_k(x_k) = exp(r̂(x_k)/α)``, an estimate of
 ``E[exp(r(x_0)/α) | x_k]`` read off the denoiser ``D_θ(x_k)`` (computed once per step and shared with the
-ancestral kernel, so no extra network pass):
+ancestral kernel, so no extra network pass; other samplers pay one extra pass per step):
 
 * ``lookahead="argmax"`` (SMC default; needs only the ordinary reward): ``r̂(x_k) = r(argmax D_θ(x_k))``,
   the reward of the per-position most likely clean sequence (revealed tokens kept);

@@ -40,6 +40,9 @@ class FinetuneConfig:
         scale_rewards: divide advantages by the (group/batch) reward std. Forced off by ``loss_type=dr_grpo``.
         beta: weight of the KL to the reference model (``0`` disables the KL and its passes).
         kl_truncation_steps: the KL covers the last this-many sampler steps (``None``: all steps).
+        kl_sample_steps: evaluate the KL at this many of the truncated steps per iteration, drawn uniformly
+            without replacement and reweighted so the KL and its gradient stay unbiased (``None``: all of
+            them). Saves network passes: ``kl_truncation_steps`` -> this many per sample and evaluation.
         kl_in_reward: subtract ``beta * KL_path`` (old policy, per sample) from the reward, which adds the
             score-function half of the KL gradient (see :mod:`sepo.rl.kl`).
         ref_sync_every: copy the policy into the reference every this-many iterations; ``0`` (default) keeps
@@ -81,6 +84,7 @@ class FinetuneConfig:
     scale_rewards: bool = True
     beta: float = 0.05
     kl_truncation_steps: int | None = 10
+    kl_sample_steps: int | None = None
     kl_in_reward: bool = True
     ref_sync_every: int = 0
     entropy_coef: float = 0.0
@@ -113,7 +117,7 @@ class FinetuneConfig:
                      "num_snis_samples", "elbo_samples", "save_every", "log_every"):
             positive(name)
         for name in ("minibatch_size", "snis_neighbours", "sepo_positions", "trajectory_steps",
-                     "kl_truncation_steps", "rollout_batch_size"):
+                     "kl_truncation_steps", "kl_sample_steps", "rollout_batch_size"):
             positive(name, allow_none=True)
         if self.lr_scheduler_type not in ("constant", "linear", "cosine"):
             raise ValueError(f"lr_scheduler_type must be constant, linear or cosine, got {self.lr_scheduler_type!r}")

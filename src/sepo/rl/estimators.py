@@ -29,10 +29,11 @@ in :meth:`Estimator.prepare` and shared by ``θ_old`` and ``θ``, so ratios comp
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
+
+from sepo.utils.random import rand
 
 from sepo.diffusion.losses import mdlm_nelbo, score_entropy
 from sepo.diffusion.model import DiffusionModel
@@ -107,7 +108,7 @@ class SepoEstimator(Estimator):
         n_free = free.sum(-1)
         m = int(n_free.max()) if self.positions is None else min(self.positions, int(n_free.max()))
         # random order of free positions per sample; the first m are evaluated (without replacement)
-        keys = torch.rand(n, L, generator=generator, device=free.device if generator is None else generator.device).to(free.device)
+        keys = rand((n, L), generator=generator, device=free.device)
         keys = keys.masked_fill(~free, 2.0)
         order = keys.argsort(-1)[:, :m]  # [n, m]
         valid = torch.arange(m, device=free.device)[None, :] < n_free[:, None]
@@ -162,7 +163,7 @@ class TrajectoryEstimator(Estimator):
         n_active = active.sum(-1)
         k = int(n_active.max()) if self.steps is None else min(self.steps, max(int(n_active.max()), 1))
         k = max(k, 1)
-        keys = torch.rand(n, K, generator=generator, device=generator.device if generator is not None else None).to(active.device)
+        keys = rand((n, K), generator=generator, device=active.device)
         keys = keys.masked_fill(~active, 2.0)
         order = keys.argsort(-1)[:, :k]  # chosen step indices, [n, k]
         valid = torch.arange(k, device=active.device)[None, :] < n_active[:, None]
@@ -202,11 +203,10 @@ def _nelbo_units(model: DiffusionModel, x: torch.Tensor, x_t: torch.Tensor, t: t
 def _draw_noise(model, x: torch.Tensor, M: int, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Antithetic times and corrupted copies: ``x_t [n, M, L]``, ``t [n, M]`` and the keep mask ``[n, M, L]``."""
     n, L = x.shape
-    dev = generator.device if generator is not None else None
-    u = torch.rand(n, 1, generator=generator, device=dev).to(x.device)
+    u = rand((n, 1), generator=generator, device=x.device)
     t = 1e-4 + (1 - 1e-4) * ((u + torch.arange(M, device=x.device)[None] / M) % 1.0)
     x0 = x[:, None, :].expand(n, M, L).reshape(n * M, L)
-    keep = torch.rand(n * M, L, generator=generator, device=dev).to(x.device) < model.process.alpha(t.reshape(-1))[:, None]
+    keep = rand((n * M, L), generator=generator, device=x.device) < model.process.alpha(t.reshape(-1))[:, None]
     noise = model.process.sample_limit((n * M, L), device=x.device, generator=generator)
     return torch.where(keep, x0, noise).reshape(n, M, L), t, keep.reshape(n, M, L)
 
@@ -257,8 +257,7 @@ class SnisEstimator(Estimator):
         # all single substitutions (i, v) with v != x_i at free positions, enumerated as i * (V-1) + j
         total = L * (V - 1)
         k = total if self.neighbours is None else min(self.neighbours, total)
-        dev = generator.device if generator is not None else None
-        keys = torch.rand(n, total, generator=generator, device=dev).to(x.device)
+        keys = rand((n, total), generator=generator, device=x.device)
         pos_of = torch.arange(total, device=x.device) // (V - 1)
         keys = keys.masked_fill(~free[:, pos_of], 2.0)
         chosen = keys.argsort(-1)[:, :k]  # [n, k]

@@ -20,13 +20,27 @@ from sepo.diffusion.sampling import kernel_probs
 
 from .rollout import Rollout
 
-__all__ = ["kl_step_indices", "reference_kernels", "path_kl"]
+__all__ = ["kl_step_indices", "subsample_kl_steps", "reference_kernels", "path_kl"]
 
 
 def kl_step_indices(num_steps: int, truncation: int | None) -> list[int]:
     """Indices of the plan steps that carry the KL: the last ``truncation`` (``None``: all)."""
     k = num_steps if truncation is None else min(truncation, num_steps)
     return list(range(num_steps - k, num_steps))
+
+
+def subsample_kl_steps(step_ids: list[int], k: int | None, generator: torch.Generator | None) -> tuple[list[int], float]:
+    """``k`` of ``step_ids`` drawn uniformly without replacement, and the factor ``len(step_ids) / k``.
+
+    Each step is kept with probability ``k / len(step_ids)``, so the rescaled sum over the kept steps is an
+    unbiased (Horvitz-Thompson) estimate of the sum over all of them, for the KL and for its gradient; it
+    costs ``k`` instead of ``len(step_ids)`` network passes per sample and evaluation. ``k=None`` (or
+    ``k >= len(step_ids)``) keeps every step, factor 1, and draws nothing from ``generator``.
+    """
+    if k is None or k >= len(step_ids):
+        return list(step_ids), 1.0
+    pick = torch.randperm(len(step_ids), generator=generator)[:k].sort().values.tolist()
+    return [step_ids[i] for i in pick], len(step_ids) / k
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

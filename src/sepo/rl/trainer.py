@@ -31,7 +31,7 @@ from sepo.utils.logging import MetricLogger, plot_curves, read_jsonl
 from .advantages import compute_advantages
 from .config import FinetuneConfig
 from .estimators import make_estimator
-from .kl import kl_step_indices, path_kl, reference_kernels
+from .kl import kl_step_indices, path_kl, reference_kernels, subsample_kl_steps
 from .loss import clipped_policy_loss
 from .rewards import Reward
 from .rollout import Rollout, collect_rollouts
@@ -124,12 +124,14 @@ class Trainer:
 
         t0 = time.perf_counter()
         kl_ids = kl_step_indices(len(rollout.steps), cfg.kl_truncation_steps) if (cfg.beta > 0 or cfg.entropy_coef > 0) else []
+        kl_ids, kl_scale = subsample_kl_steps(kl_ids, cfg.kl_sample_steps, self.generator)
         ref_probs, kl_old = [], torch.zeros(rollout.size)
         if kl_ids:
             ref_model = self.reference if self.reference is not None else self.policy
             ref_probs = reference_kernels(ref_model, rollout, kl_ids)
             with torch.no_grad():
                 kl_old, _ = path_kl(self.policy, rollout, torch.arange(rollout.size), kl_ids, ref_probs)
+            kl_old = kl_scale * kl_old
         shaped = rewards - cfg.beta * kl_old.cpu() if (cfg.kl_in_reward and cfg.beta > 0) else rewards
         adv = compute_advantages(shaped.view(cfg.num_groups, cfg.num_generations), kind=cfg.advantage,
                                  scale_rewards=cfg.effective_scale_rewards).reshape(-1).to(rollout.x.device)
@@ -141,7 +143,7 @@ class Trainer:
         lr = self.learning_rate(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        stats = self._update(rollout, old, kl_ids, ref_probs, timer)
+        stats = self._update(rollout, old, kl_ids, ref_probs, timer, kl_scale=kl_scale)
         stats["lr"] = lr
         timer["update"] = time.perf_counter() - t0 - timer.get("kl", 0.0)
 
@@ -177,7 +179,7 @@ class Trainer:
             return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * frac))
         return cfg.learning_rate
 
-    def _update(self, rollout: Rollout, old, kl_ids, ref_probs, timer) -> dict:
+    def _update(self, rollout: Rollout, old, kl_ids, ref_probs, timer, *, kl_scale: float = 1.0) -> dict:
         cfg = self.cfg
         n = rollout.size
         mb = cfg.minibatch_size or n
@@ -193,6 +195,7 @@ class Trainer:
                 if kl_ids:
                     tk = time.perf_counter()
                     kl, ent = path_kl(self.policy, rollout, idx, kl_ids, ref_probs)
+                    kl = kl_scale * kl  # unbiased for the full truncated sum when steps are subsampled
                     loss = loss + cfg.beta * kl.mean() - cfg.entropy_coef * ent.mean()
                     st["kl_policy"] = float(kl.detach().mean())
                     st["entropy"] = float(ent.detach().mean())

@@ -109,22 +109,22 @@ class PretrainConfig:
     model: str = "dna-tiny"
     model_overrides: dict = field(default_factory=dict)
     process: Literal["masked", "uniform"] = "masked"
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 64
     lr: float = 3e-3
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
+    warmup_steps: int = 30
     weight_decay: float = 0.0
     beta2: float = 0.999
     grad_clip: float = 1.0
     ema_decay: float = 0.99
-    eval_every: int = 200
+    eval_every: int = 100
     val_size: int = 512
     val_draws: int = 2
     val_batch_size: int = 256
     log_every: int = 25
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
     seed: int = 0
     device: str = "auto"
     num_threads: Optional[int] = None
@@ -220,7 +220,9 @@ def build_pretrain_model(cfg: PretrainConfig, task: TaskSpec):
 # run folder
 # --------------------------------------------------------------------------------------------
 def run_status(out_dir: str | Path) -> tuple[str, int | None, int | None]:
-    """``("absent" | "empty" | "foreign" | "unfinished" | "finished", step, total_steps)`` of a folder."""
+    """``(status, step, total_steps)`` of a run folder; status is ``absent``, ``empty``, ``foreign`` (files
+    that are not a run), ``unstarted`` (a run stopped before its first checkpoint), ``unfinished`` or
+    ``finished``."""
     out = Path(out_dir)
     if not out.exists():
         return "absent", None, None
@@ -229,8 +231,10 @@ def run_status(out_dir: str | Path) -> tuple[str, int | None, int | None]:
     if not any(out.iterdir()):
         return "empty", None, None
     state_path = out / TRAIN_STATE_FILE
-    if not state_path.is_file() or not (out / CONFIG_FILE).is_file():
+    if not (out / CONFIG_FILE).is_file():
         return "foreign", None, None
+    if not state_path.is_file():
+        return "unstarted", 0, load_yaml(out / CONFIG_FILE).get("steps")
     step = _peek_step(state_path)
     total = load_yaml(out / CONFIG_FILE).get("steps")
     done = step is not None and total is not None and step >= total and (out / SUMMARY_FILE).is_file()
@@ -251,12 +255,16 @@ def _prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
     if resume:
         if status in ("absent", "empty", "foreign"):
             raise CheckpointError(f"nothing to resume in {str(out)!r}: no {TRAIN_STATE_FILE} there; run without --resume to start")
+        if status == "unstarted":
+            raise CheckpointError(f"{str(out)!r} holds a run stopped before its first checkpoint; start it over with --force")
         return
     if status in ("absent", "empty"):
         return
     if not force:
         if status == "finished":
             raise ConfigError(f"{str(out)!r} holds a finished run ({step} steps); pass --force to overwrite it or choose another --out")
+        if status == "unstarted":
+            raise ConfigError(f"{str(out)!r} holds a run stopped before its first checkpoint; pass --force to start over or choose another --out")
         if status == "unfinished":
             raise ConfigError(f"{str(out)!r} holds an unfinished run (step {step} of {total}); pass --resume to continue it or --force to start over")
         raise ConfigError(f"{str(out)!r} exists and is not empty; choose a new --out or pass --force to write into it")

@@ -114,23 +114,27 @@ def _dna_metrics(samples: torch.Tensor, reference: torch.Tensor) -> dict:
 #: beat 2 bits/base with samples whose 3-mer counts track real DNA; ``full`` is the paper-scale CNN
 #: (hidden 128, 4 x 5 dilated convolutions; for a GPU).
 DNA_PRESETS: dict[str, dict] = {
+    # the dna-tiny CNN narrowed to width 48 and one stack of 5 dilated convolutions (~0.1 M parameters,
+    # receptive field 689 bp); 300 steps of 64 sequences reach ~1.90 bits/base on validation
     "tiny": {
         "model": "dna-tiny",
-        "steps": 600,
+        "model_overrides": {"hidden": 48, "n_stacks": 1},
+        "steps": 300,
         "batch_size": 64,
         "lr": 3e-3,
-        "warmup_steps": 50,
+        "warmup_steps": 30,
         "weight_decay": 0.0,
         "grad_clip": 1.0,
         "ema_decay": 0.99,
-        "eval_every": 200,
+        "eval_every": 100,
         "val_size": 512,
         "val_draws": 2,
         "log_every": 25,
-        "checkpoint_every": 200,
+        "checkpoint_every": 100,
     },
     "full": {
         "model": "dna-full",
+        "model_overrides": {},
         "steps": 100_000,
         "batch_size": 256,
         "lr": 3e-4,
@@ -139,7 +143,7 @@ DNA_PRESETS: dict[str, dict] = {
         "grad_clip": 1.0,
         "ema_decay": 0.9999,
         "eval_every": 5_000,
-        "val_size": 4_053,
+        "val_size": 0,
         "val_draws": 4,
         "log_every": 100,
         "checkpoint_every": 5_000,
@@ -202,9 +206,17 @@ def get_task(name: str) -> TaskSpec:
     return spec
 
 
-def task_for_model(info: dict) -> TaskSpec:
-    """The task a loaded model belongs to, from its checkpoint ``info`` (:func:`sepo.models.load_model`):
-    the ``task`` recorded in its provenance, else the registered task whose vocabulary matches."""
+def task_for_model(info: dict, *, name: str | None = None) -> TaskSpec:
+    """The task a loaded model belongs to: ``name`` if given (checked against the model's vocabulary),
+    else the ``task`` recorded in its checkpoint ``info`` (:func:`sepo.models.load_model`), else the
+    task whose vocabulary matches."""
+    if name is not None:
+        spec = get_task(name)
+        vocab = info.get("vocab")
+        if vocab is not None and vocab != spec.vocab:
+            raise ConfigError(f"the model in {info.get('path', '?')!r} has vocabulary {vocab!r}, task {name!r} needs "
+                              f"{spec.vocab!r}; use a model trained for {name!r}")
+        return spec
     name = (info.get("provenance") or {}).get("task")
     if isinstance(name, str):
         return get_task(name)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import torch
 
-from sepo.errors import CheckpointError, DataError, RewardError
+from sepo.errors import CheckpointError, ConfigError, DataError, RewardError
 from sepo.utils.io import atomic_dir, write_json
 
 from . import assets
@@ -152,9 +152,9 @@ class NgramConfig:
     def __post_init__(self):
         self.char_ngrams = tuple(int(n) for n in self.char_ngrams)
         if not 8 <= self.log2_buckets <= 24:
-            raise DataError(f"log2_buckets must be in [8, 24], got {self.log2_buckets}")
+            raise ConfigError(f"log2_buckets must be in [8, 24], got {self.log2_buckets}")
         if self.word_ngrams < 1 or any(n < 1 for n in self.char_ngrams):
-            raise DataError("word_ngrams must be >= 1 and char n-gram lengths >= 1")
+            raise ConfigError("word_ngrams must be >= 1 and char n-gram lengths >= 1")
 
     @property
     def n_buckets(self) -> int:
@@ -181,7 +181,7 @@ class NgramConfig:
         for t in texts:
             ids, counts = np.unique(np.asarray(self.features(t), dtype=np.int64), return_counts=True)
             v = np.sqrt(counts.astype(np.float64))
-            v /= max(float(np.linalg.norm(v)), 1e-12)
+            v /= max(float(np.sqrt((v * v).sum())), 1e-12)
             cols.append(ids)
             vals.append(v)
             indptr.append(indptr[-1] + len(ids))
@@ -253,9 +253,9 @@ class RewardConfig:
             self.features = NgramConfig(**self.features)
         self.lambdas = tuple(float(v) for v in self.lambdas)
         if not self.lambdas or min(self.lambdas) <= 0:
-            raise DataError(f"lambdas must be positive, got {self.lambdas}")
+            raise ConfigError(f"lambdas must be positive, got {self.lambdas}")
         if len(self.lambdas) > 1 and not 0 < self.validation_fraction < 1:
-            raise DataError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
