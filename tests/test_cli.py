@@ -256,3 +256,20 @@ def test_resume_without_a_run(capsys, tmp_path):
     assert_one_line_error(code, err, "nothing to resume")
     code, _, err = run_cli(capsys, "pretrain", "--out", tmp_path / "fresh", "--resume", "--force")
     assert_one_line_error(code, err, "contradict")
+
+
+def test_uniform_model_through_the_cli(capsys, trained):
+    run = trained / "uniform"
+    code, _, err = run_cli(capsys, "pretrain", "--config", trained / "tiny.yaml", "--process", "uniform", "--steps", 1,
+                           "--out", run, "--no-progress")
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())["model"]
+    assert config["process"] == "uniform" and config["time_conditioned"]
+    code, out, err = run_cli(capsys, "sample", "--model", run, "--n", 2, "--steps", 4, "--out", trained / "u.fasta", "--no-progress")
+    assert code == 0 and "sampler ancestral," in out, err  # auto: no caching for a time-conditioned model
+    assert len(read_sequences(trained / "u.fasta")[1]) == 2
+    code, _, err = run_cli(capsys, "sample", "--model", run, "--sampler", "ancestral_cached", "--out", trained / "v.fasta")
+    assert_one_line_error(code, err, "ancestral_cached", "use 'ancestral'")
+    code, out, _ = run_cli(capsys, "eval", "--model", run, "--max-sequences", 8, "--draws", 1, "--no-progress")
+    result = json.loads(out)
+    assert code == 0 and result["bound"] == "score_entropy" and result["bits_per_base"] > 1.5

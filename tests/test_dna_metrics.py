@@ -185,7 +185,7 @@ def test_planted_motif_hits_exact_positions_and_counts():
     best = int(motifs.max_scores()[0])
     one_mismatch = best - int(motifs.scores[0, :, 0].max() - motifs.scores[0, :, 0].min())
     assert one_mismatch < int(motifs.thresholds[0]) <= best
-    rng = np.random.default_rng(5)
+    np.random.default_rng(5)
     seqs = []
     for i in range(6):
         s = list(random_seqs(1, 200, seed=100 + i)[0])
@@ -230,6 +230,12 @@ def test_jaspar_2024_core_vertebrates_load_and_cache(tmp_path, monkeypatch):
     assert list(tmp_path.glob("jaspar/*.safetensors"))
     ids2, names2, mats2 = motifs_mod.jaspar_counts()  # from the cache
     assert ids2 == ids and names2 == names and all(np.array_equal(a, b) for a, b in zip(mats, mats2))
+    cached = next(tmp_path.glob("jaspar/*.safetensors"))
+    cached.write_bytes(b"garbage")  # a corrupt cache is rebuilt, not trusted
+    ids3, _, mats3 = motifs_mod.jaspar_counts()
+    assert ids3 == ids and np.array_equal(mats3[arnt], mats[arnt]) and cached.stat().st_size > 1000
+    with pytest.raises(DataError, match="not in the installed pyjaspar"):
+        motifs_mod.jaspar_counts("JASPAR1999", use_cache=False)
 
 
 # ---------------------------------------------------------------------------------------------

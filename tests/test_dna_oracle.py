@@ -140,17 +140,17 @@ def test_masked_or_malformed_tokens_are_rejected():
 
 def _planted_table(n_per_class: int, seed: int) -> DnaTable:
     """Synthetic DHS-like table on the chromosomes of the real splits (so train_oracle finds train / val /
-    test sites): cell line ``c`` favours base ``c`` (probability 0.4 instead of 0.25) and carries its own
-    8-bp motif at a random position."""
+    test sites). Strand-symmetric signals, as in real DNA (the oracle trains on random strands): HepG2
+    sites are AT-rich, K562 sites GC-rich, and every line carries its own 8-bp motif."""
     rng = np.random.default_rng(seed)
     motifs = {"HepG2": "TGACGTCA", "K562": "GATAAGGC", "GM12878": "GGGAATTC", "hESC": "CATTGTTA"}
+    composition = {"HepG2": [0.35, 0.15, 0.15, 0.35], "K562": [0.15, 0.35, 0.35, 0.15]}
     chroms = ["chr4", "chr6", "chr2", "chr5", "chr3", "chr1"]  # A train, A train, A val, B train, B val, test
     seqs, chrom, lines = [], [], []
-    for k, (c, m) in enumerate(motifs.items()):
-        probs = np.full(4, 0.2)
-        probs[k] = 0.4
+    for c, m in motifs.items():
+        probs = composition.get(c, [0.25] * 4)
         for i in range(n_per_class):
-            s = list("ACGT"[b] for b in rng.choice(4, 200, p=probs))
+            s = ["ACGT"[b] for b in rng.choice(4, 200, p=probs)]
             pos = int(rng.integers(0, 192))
             s[pos : pos + 8] = m
             seqs.append("".join(s))
@@ -160,22 +160,23 @@ def _planted_table(n_per_class: int, seed: int) -> DnaTable:
     return DnaTable(seqs, np.array(chrom), np.array(lines), np.array(["training"] * n), np.ones(n), "synthetic", "f" * 64)
 
 
-def test_fit_classifier_learns_planted_motifs_and_keeps_best_validation_epoch():
+def test_fit_classifier_learns_planted_signal_and_keeps_best_validation_epoch():
     table = _planted_table(60, seed=0)
     labels = torch.tensor([CELL_LINES.index(c) for c in table.cell_line])
     tokens = table.tokens()
     is_val = torch.from_numpy(np.isin(table.chrom, ["chr2", "chr3"]))
-    cfg = OracleConfig(channels=16, hidden=16, first_kernel=9, epochs=12, batch_size=32, lr=1e-2, dropout=0.0)
+    cfg = OracleConfig(channels=16, hidden=16, first_kernel=9, epochs=8, batch_size=32, lr=1e-2, dropout=0.0)
     torch.manual_seed(0)
     oracle = Oracle(cfg)
     untrained = evaluate_classifier(oracle, tokens[is_val], labels[is_val])
     fit = fit_classifier(oracle, tokens[~is_val], labels[~is_val], val=(tokens[is_val], labels[is_val]), progress=False)
     val = evaluate_classifier(oracle, tokens[is_val], labels[is_val])
-    assert untrained["acc"] < 0.5
-    assert val["auroc_hepg2"] > 0.95 and val["acc"] > 0.8
+    assert val["auroc_hepg2"] > 0.95 and val["acc"] > 0.6
+    assert val["loss"] < untrained["loss"] - 0.3
     assert val["activity_hepg2"] > val["activity_other"] + 2.0
-    assert fit["steps"] == 12 * math.ceil(int((~is_val).sum()) / 32)
-    assert fit["val"]["auroc_hepg2"] == pytest.approx(val["auroc_hepg2"])  # the kept parameters are the best ones
+    assert fit["steps"] == 8 * math.ceil(int((~is_val).sum()) / 32)
+    assert fit["val"]["loss"] == pytest.approx(val["loss"])  # the kept parameters are the selected epoch's
+    assert not oracle.training
 
 
 def test_train_oracle_saves_provenance_and_reloads_identically(tmp_path):

@@ -50,7 +50,7 @@ def test_loads_tokens_and_activities_in_column_order(tmp_path):
 def test_bad_rows_give_one_line_errors_naming_the_row(tmp_path, header, row, message):
     good, s = _seqs(2)
     bad = s[:6] + "N" + s[7:]
-    cells = dict(s=s, short=s[:199], bad=bad, uni="é" + s[1:])
+    cells = {"s": s, "short": s[:199], "bad": bad, "uni": "é" + s[1:]}
     rows = [f"{good},0.1,0.2,0.3" if header.count(",") == 3 else f"{good},0.1,0.2", row.format(**cells)]
     path = _write(tmp_path / "bad.csv", header, rows)
     with pytest.raises(DataError, match=message) as e:

@@ -13,11 +13,10 @@ import torch
 
 from sepo.errors import CheckpointError, ConfigError, DataError, RewardError
 from sepo.tasks.text import assets
-from sepo.tasks.text.judges import (MiniLMJudge, VaderJudge, fit_minilm_judge, load_minilm_judge,
-                                    ridge_closed_form)
+from sepo.tasks.text.judges import VaderJudge, fit_minilm_judge, load_minilm_judge, ridge_closed_form
 from sepo.tasks.text.ratings import PARTS, load_ratings, part_of
 from sepo.tasks.text.rewards import (NgramConfig, RewardConfig, TextScorer, evaluate_scorer, fit_reward,
-                                     load_reward, pearson, ridge_cg)
+                                     load_reward, ridge_cg)
 from sepo.tasks.text.tokenizer import gpt2_tokenizer
 
 POSITIVE = "This movie was wonderful, I loved every minute of it."
@@ -81,7 +80,7 @@ def test_ngram_features_are_normalised_hashes():
 
 def test_reward_beats_trivial_baseline_on_heldout(reward, test_part):
     m = evaluate_scorer(reward, test_part, baseline=reward.bias)
-    assert m["pearson"] > 0.40  # measured 0.46 here; the full reward part gives 0.67
+    assert m["pearson"] > 0.40  # measured 0.46 with 2,500 sentences; the full reward part gives 0.67
     assert m["mse"] < 0.85 * m["baseline_mse"]
     assert m["sentences_per_s"] > 200  # fast enough for an RL loop on CPU
     r = reward([POSITIVE, NEGATIVE])
@@ -152,7 +151,7 @@ def test_vader_judge_agrees_with_humans(test_part):
     scores = judge([POSITIVE, NEGATIVE, "The table is brown."])
     assert scores[0] > 0.5 and scores[1] < -0.5 and scores[2] == 0.0
     m = evaluate_scorer(judge, test_part)
-    assert m["pearson"] > 0.45  # VADER's compound score vs mean human rating
+    assert m["pearson"] > 0.45  # VADER's compound score vs mean human rating: 0.53 on the whole test part
 
 
 minilm = pytest.mark.skipif(not assets.minilm_available(),
@@ -184,12 +183,13 @@ def test_minilm_judge_fit_on_disjoint_half(tmp_path, test_part):
     e = enc.encode(["A man is playing a guitar.", "A person plays the guitar.", "Stocks fell sharply today."])
     assert torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
     assert e[0] @ e[1] > 0.7 > 0.2 > e[0] @ e[2]  # a paraphrase is far closer than an unrelated sentence
-    train = load_ratings("judge").take(400, seed=0)
+    train = load_ratings("judge").take(300, seed=0)
     assert not set(train.texts) & set(load_ratings("reward").texts)
     judge = fit_minilm_judge(train, encoder=enc, cache=False)
-    held = test_part.take(200, seed=0)
+    held = test_part.take(150, seed=0)
     m = evaluate_scorer(judge, held, baseline=float(train.ratings.mean()))
-    assert judge.role == "judge" and m["pearson"] > 0.45  # 400 training sentences; the full judge part gives more
+    # 300 training sentences: r = 0.58-0.64 over subsets; the full judge part gives 0.68 on the whole test part
+    assert judge.role == "judge" and m["pearson"] > 0.45
     assert m["mse"] < m["baseline_mse"]
     judge.save(tmp_path / "j")
     back = load_minilm_judge(tmp_path / "j", encoder=enc)

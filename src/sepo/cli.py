@@ -31,6 +31,7 @@ COMMANDS = [
     "sepo.commands.eval",
     "sepo.commands.finetune",
     "sepo.commands.oracle",
+    "sepo.commands.bench",
 ]
 
 DESCRIPTION = """\

@@ -23,7 +23,7 @@ from sepo.errors import DataError
 
 from .data import SEQ_LEN, encode
 
-__all__ = ["GOSAI_COLUMNS", "GOSAI_CELL_LINES", "load_gosai_csv"]
+__all__ = ["GOSAI_CELL_LINES", "GOSAI_COLUMNS", "load_gosai_csv"]
 
 GOSAI_CELL_LINES = ("hepg2", "k562", "sknsh")
 GOSAI_COLUMNS = ("seq",) + GOSAI_CELL_LINES

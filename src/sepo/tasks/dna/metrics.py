@@ -26,23 +26,23 @@ import torch.nn.functional as F
 from sepo.errors import DataError
 
 __all__ = [
-    "auroc",
-    "rankdata",
-    "pearson",
-    "spearman",
-    "kmer_counts",
-    "kmer_corr",
-    "motif_corr",
-    "pred_activity",
-    "celltype_accuracy",
-    "diversity",
-    "app_log_lik",
-    "top_hepg2_reference",
-    "ReferenceProfile",
-    "reference_profile",
-    "evaluate_sequences",
     "METRIC_KEYS",
     "REFERENCE_SIZE",
+    "ReferenceProfile",
+    "app_log_lik",
+    "auroc",
+    "celltype_accuracy",
+    "diversity",
+    "evaluate_sequences",
+    "kmer_corr",
+    "kmer_counts",
+    "motif_corr",
+    "pearson",
+    "pred_activity",
+    "rankdata",
+    "reference_profile",
+    "spearman",
+    "top_hepg2_reference",
 ]
 
 METRIC_KEYS = ("pred_activity", "pred_activity_iqr", "celltype_acc", "kmer3_corr", "motif_corr", "app_log_lik",
@@ -192,7 +192,12 @@ def app_log_lik(model, tokens: torch.Tensor, *, steps: int = 128, step_samples: 
     passes in all. ``None`` evaluates every term; each sequence's value is the mean of ``num_samples``
     independent draws.
     """
-    from sepo.diffusion.likelihood import bridge_alpha, elbo_step_term, elbo_steps, prior_term
+    from sepo.diffusion.likelihood import (
+        bridge_alpha,
+        elbo_step_term,
+        elbo_steps,
+        prior_term,
+    )
 
     tokens = _check_tokens(tokens)
     if num_samples < 1:

@@ -48,14 +48,14 @@ from sepo.errors import DataError
 
 __all__ = [
     "MotifSet",
-    "load_jaspar",
-    "jaspar_counts",
-    "log_odds",
-    "score_thresholds",
-    "scan_scores",
-    "hit_mask",
-    "motif_hits",
     "cache_dir",
+    "hit_mask",
+    "jaspar_counts",
+    "load_jaspar",
+    "log_odds",
+    "motif_hits",
+    "scan_scores",
+    "score_thresholds",
 ]
 
 DEFAULT_RELEASE = "JASPAR2024"
@@ -144,7 +144,7 @@ class MotifSet:
 
     @classmethod
     def from_counts(cls, counts: list, *, ids: list[str] | None = None, names: list[str] | None = None,
-                    pseudocount: float = PSEUDOCOUNT, p_value: float = P_VALUE, resolution: float = RESOLUTION) -> "MotifSet":
+                    pseudocount: float = PSEUDOCOUNT, p_value: float = P_VALUE, resolution: float = RESOLUTION) -> MotifSet:
         """Build from count (or probability) matrices, each ``[4, l]`` with rows A, C, G, T."""
         if not counts:
             raise DataError("no motif matrices given")
@@ -172,10 +172,13 @@ def _read_db(release: str, collection: str, tax_group: str) -> tuple[list[str], 
         from pyjaspar import jaspardb
     except ModuleNotFoundError:
         raise DataError("motif metrics need pyjaspar; run: pip install pyjaspar") from None
-    try:
-        db = jaspardb(release=release)
-    except Exception as e:  # pyjaspar raises bare exceptions for unknown releases
-        raise DataError(f"cannot open JASPAR release {release!r} from pyjaspar ({e}); e.g. use JASPAR2024") from None
+    import importlib.resources
+
+    data = importlib.resources.files("pyjaspar") / "data"
+    available = sorted(p.name[: -len(".sqlite")] for p in data.iterdir() if p.name.endswith(".sqlite"))
+    if release not in available:  # pyjaspar only prints a warning for an unknown release
+        raise DataError(f"JASPAR release {release!r} is not in the installed pyjaspar; choose one of {', '.join(available)}")
+    db = jaspardb(release=release)
     motifs = db.fetch_motifs(collection=collection, tax_group=[tax_group], all_versions=False)
     if not motifs:
         raise DataError(f"JASPAR {release} has no {collection} {tax_group} matrices")
@@ -201,7 +204,7 @@ def jaspar_counts(release: str = DEFAULT_RELEASE, *, collection: str = "CORE", t
             counts, lengths = data["counts"].numpy(), data["lengths"].tolist()
             if len(meta["ids"]) == len(lengths):
                 return meta["ids"], meta["names"], [counts[i, :, :n] for i, n in enumerate(lengths)]
-        except Exception:  # a cache is disposable: rebuild it below
+        except Exception:  # noqa: BLE001, S110 - any unreadable cache is disposable: rebuilt below
             pass
     ids, names, mats = _read_db(release, collection, tax_group)
     if use_cache:
@@ -271,7 +274,8 @@ def _group_scores(x: torch.Tensor, motifs: MotifSet):
 def scan_scores(tokens: torch.Tensor, motifs: MotifSet) -> torch.Tensor:
     """Integer scores of every motif at every start on both strands: tokens ``[N, L]`` ->
     ``[N, M, 2, L]`` float (strand 0 forward, 1 reverse complement); starts where the motif does not fit
-    (``p > L - l``) hold ``-inf``."""
+    (``p > L - l``) hold ``-inf``. Memory grows as ``N * M * 2 * L``: meant for inspecting a few
+    sequences; :func:`motif_hits` counts hits of large sets in batches."""
     x = _onehot(tokens)
     out = torch.full((x.shape[0], len(motifs), 2, x.shape[2]), -math.inf)
     for idx, s, valid in _group_scores(x, motifs):

@@ -31,7 +31,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,22 +43,22 @@ from sepo.errors import CheckpointError, ConfigError, DataError
 from sepo.utils.config import from_dict
 from sepo.utils.io import atomic_path, write_json
 
-from .data import CELL_LINES, SEQ_LEN, DnaTable, load_dhs
+from .data import CELL_LINES, DnaTable, load_dhs
 from .metrics import auroc
-from .splits import TEST_CHROMS, oracle_data, oracle_split
+from .splits import oracle_data, oracle_split
 
 __all__ = [
-    "OracleConfig",
+    "HEPG2",
     "PRESETS",
     "CellTypeCNN",
     "Oracle",
-    "hepg2_log_odds",
-    "train_oracle",
-    "fit_classifier",
+    "OracleConfig",
     "evaluate_classifier",
+    "fit_classifier",
+    "hepg2_log_odds",
     "load_oracle",
     "save_oracle",
-    "HEPG2",
+    "train_oracle",
 ]
 
 HEPG2 = CELL_LINES.index("HepG2")
@@ -250,7 +250,12 @@ class Oracle(nn.Module):
     @torch.no_grad()
     def _batched(self, tokens: torch.Tensor, fn) -> torch.Tensor:
         _check_tokens(tokens)
-        out = [fn(self.log_probs(chunk)) for chunk in tokens.split(self.config.eval_batch)]
+        was_training = self.training
+        self.eval()  # scores are always those of the strand-averaged network without dropout
+        try:
+            out = [fn(self.log_probs(chunk)) for chunk in tokens.split(self.config.eval_batch)]
+        finally:
+            self.train(was_training)
         return torch.cat(out).to(tokens.device) if out else torch.zeros(0, device=tokens.device)
 
     def activity(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -284,10 +289,7 @@ def evaluate_classifier(oracle: Oracle, tokens: torch.Tensor, labels: torch.Tens
     accuracy (argmax); ``acc_hepg2``: accuracy of the binary decision ``p_HepG2 > 0.5``; ``loss``: mean
     cross-entropy; ``activity_hepg2`` / ``activity_other``: mean activity of HepG2 / non-HepG2 sites.
     """
-    was_training = oracle.training
-    oracle.eval()
-    lp = oracle.predict_log_probs(tokens).cpu()
-    oracle.train(was_training)
+    lp = oracle.predict_log_probs(tokens).cpu()  # eval mode inside
     labels = labels.cpu()
     act = hepg2_log_odds(lp)
     is_h = labels == HEPG2
@@ -315,7 +317,8 @@ def fit_classifier(
     """Train ``oracle`` in place with cross-entropy on tokens ``[N, L]`` / labels ``[N]``.
 
     After every epoch (and at the end of a ``max_steps``-truncated run) the model is scored on ``val``;
-    the parameters with the best validation AUROC are kept (early stopping without a patience knob).
+    the parameters with the best validation HepG2 AUROC (ties: lower validation loss) are kept (early
+    stopping without a patience knob).
     Returns ``{"steps", "epochs", "best_epoch", "val": metrics of the kept parameters}``.
     """
     from tqdm.auto import tqdm
@@ -339,7 +342,7 @@ def fit_classifier(
         return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    best = {"auroc": -math.inf, "state": None, "epoch": 0, "val": None}
+    best = {"key": (-math.inf, -math.inf), "state": None, "epoch": 0, "val": None}
     step = 0
     bar = tqdm(total=total, desc=f"oracle {oracle.meta.get('split', '')}".strip(), disable=not progress, leave=False)
     epoch = 0
@@ -370,8 +373,9 @@ def fit_classifier(
         if val is not None:
             vm = evaluate_classifier(oracle, *val)
             record.update({f"val_{k}": v for k, v in vm.items() if k != "n"})
-            if vm["auroc_hepg2"] > best["auroc"]:
-                best = {"auroc": vm["auroc_hepg2"], "epoch": epoch, "val": vm,
+            key = (vm["auroc_hepg2"], -vm["loss"])  # ties in AUROC (e.g. a perfect 1.0) go to the lower loss
+            if key > best["key"]:
+                best = {"key": key, "epoch": epoch, "val": vm,
                         "state": {k: v.detach().clone() for k, v in oracle.state_dict().items()}}
         if logger is not None:
             logger.log(step, record)

@@ -40,14 +40,14 @@ from sepo.errors import DataError
 from .data import DnaTable, load_dhs
 
 __all__ = [
-    "TEST_CHROMS",
     "ORACLE_SPLITS",
+    "TEST_CHROMS",
     "OracleSplit",
-    "oracle_split",
-    "oracle_data",
+    "data_sha256",
     "generator_data",
     "heldout_data",
-    "data_sha256",
+    "oracle_data",
+    "oracle_split",
 ]
 
 TEST_CHROMS: tuple[str, ...] = ("chr1",)

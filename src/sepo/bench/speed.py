@@ -1,0 +1,438 @@
+"""``sepo bench speed``: cost of one SEPO iteration per estimator, against the reference-style estimator
+and the rollout-only lower bound, plus sampler throughput (BENCHMARKS.md "Speed and memory").
+
+All iterations run in one process on copies of one model with one seed, hence on the same rollout batch
+(``batch_digest`` in the JSON). Entries (:data:`ENTRIES`):
+
+* ``rollout_only`` — the ``G·B`` rollouts alone (``G·B·(T+1)`` passes for plain ancestral: ``T``
+  predictor steps and the final denoising step): the lower bound of any iteration;
+* ``rollout_kl`` — a real iteration with no estimator: rollout + reward + KL term + optimizer step;
+* ``reference`` — the reference-style estimator: ``sepo-snis`` over every Hamming neighbour with ``M``
+  SNIS samples (METHOD.md §2, §6), partly extrapolated (see :mod:`sepo.bench.iteration`);
+* ``sepo`` — the recommended settings: ``sepo_positions`` scored positions per sample and the KL at
+  ``kl_sample_steps`` of its truncated steps (both unbiased subsamples);
+* ``sepo_positions_only`` — the same positions, every KL step (isolates the KL subsampling);
+* ``sepo_defaults``, ``trajectory``, ``elbo`` — :class:`~sepo.rl.config.FinetuneConfig`'s defaults for
+  each estimator (the minibatch is split to fit the gradient-memory budget where needed: same passes).
+
+Targets (issue 5, ``cpu`` preset): ``sepo`` uses >= 100x fewer network passes and >= 50x less wall time
+than ``reference``, and takes <= 1.5x ``rollout_only``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from sepo.errors import ConfigError
+from sepo.utils.io import write_json, write_text
+
+from . import register
+
+__all__ = ["SpeedConfig", "SPEED_PRESETS", "ENTRIES", "run_speed", "speed_config"]
+
+ENTRIES = ("rollout_only", "rollout_kl", "reference", "sepo", "sepo_positions_only", "elbo", "trajectory", "sepo_defaults")
+
+
+@dataclass
+class SpeedConfig:
+    """Settings of ``sepo bench speed``.
+
+    Attributes:
+        model: model preset built with random weights when no model directory is given (timing does not
+            depend on the weights' values).
+        length: sequence length ``L``.
+        num_generations: samples per group ``B``.
+        num_groups: groups ``G``; the batch is ``G·B`` samples.
+        num_iterations: epochs ``K`` per iteration.
+        num_snis_samples: ``M``, SNIS Monte-Carlo samples of the reference-style estimator.
+        sampling_steps: predictor steps ``T`` of the rollouts.
+        sampler: rollout sampler (``ancestral``: the ``G·B·T`` lower bound as stated).
+        beta: KL weight; ``kl_truncation_steps``: steps the KL covers.
+        sepo_positions: positions scored per sample by the recommended ``sepo`` settings.
+        kl_sample_steps: KL steps evaluated per iteration by the recommended ``sepo`` settings.
+        reference_samples: samples of the batch in the measured fraction of the reference-style estimator.
+        reference_neighbours: Hamming neighbours per sample in that fraction (``None``: all ``L(|V|-1)``).
+        grad_rows_budget: most sequences forwarded with gradient at once (bounds memory: the minibatch of
+            the heavy default-settings entries is split to fit; passes are unchanged).
+        reward: built-in reward (``gc``: cheap, so the reward phase does not hide the estimator's cost).
+        sampler_model: model preset of the sampler-throughput part (``None``: the iteration's model).
+        sampler_num_samples: sequences per draw in the sampler part.
+        sampler_steps: ``T`` values of the sampler grid; ``corrector_at``: those that also get a corrector run.
+        samplers: samplers in the grid.
+        chunk_batch_size: chunk size of the memory-budget variant (``None``: skip it).
+        autocast: measure a bfloat16-autocast variant (GPU presets).
+        compile: measure a ``torch.compile`` variant.
+    """
+
+    model: str = "dna-full"
+    length: int = 200
+    num_generations: int = 4
+    num_groups: int = 4
+    num_iterations: int = 2
+    num_snis_samples: int = 4
+    sampling_steps: int = 128
+    sampler: str = "ancestral"
+    beta: float = 0.05
+    kl_truncation_steps: int = 10
+    sepo_positions: int = 4
+    kl_sample_steps: int = 2
+    reference_samples: int = 1
+    reference_neighbours: int | None = 15
+    grad_rows_budget: int = 512
+    reward: str = "gc"
+    sampler_model: str | None = "dna-tiny"
+    sampler_num_samples: int = 8
+    sampler_steps: list[int] = field(default_factory=lambda: [128, 1000])
+    corrector_at: list[int] = field(default_factory=lambda: [128])
+    samplers: list[str] = field(default_factory=lambda: ["ancestral", "ancestral_cached", "analytic", "euler", "tau_leaping"])
+    chunk_batch_size: int | None = 2
+    autocast: bool = False
+    compile: bool = False
+
+    def __post_init__(self):
+        for name in ("length", "num_generations", "num_groups", "num_iterations", "num_snis_samples", "sampling_steps",
+                     "kl_truncation_steps", "sepo_positions", "kl_sample_steps", "reference_samples", "grad_rows_budget",
+                     "sampler_num_samples"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.reference_samples > self.num_generations * self.num_groups:
+            raise ConfigError(f"reference_samples ({self.reference_samples}) exceeds the batch of "
+                              f"{self.num_generations * self.num_groups} samples")
+        if self.reward not in ("gc",):
+            raise ConfigError(f"unknown reward {self.reward!r}; the speed benchmark uses 'gc'")
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_generations * self.num_groups
+
+
+SPEED_PRESETS: dict[str, dict] = {
+    # issue 5's DNA setting scaled for 2 CPU cores; the sampler grid uses the small CNN to stay within minutes
+    "cpu": dict(),
+    # the paper's setting (batch 8, 8 groups), for a GPU: whole reference neighbourhood of one sample measured
+    "paper": dict(num_generations=8, num_groups=8, reference_neighbours=None, grad_rows_budget=4096,
+                  sampler_model=None, sampler_num_samples=64, chunk_batch_size=16,
+                  autocast=True),
+    # seconds-long run of every code path (tests, quick checks): tiny model, short sequences, few steps
+    "smoke": dict(model="dna-tiny", length=32, num_generations=2, num_groups=2, num_iterations=1, num_snis_samples=2,
+                  sampling_steps=8, kl_truncation_steps=3, sepo_positions=2, kl_sample_steps=1, reference_neighbours=3,
+                  grad_rows_budget=32, sampler_num_samples=2, sampler_steps=[8, 16], corrector_at=[8], chunk_batch_size=1),
+}
+
+
+def speed_config(preset: str, **overrides) -> SpeedConfig:
+    """The :class:`SpeedConfig` of ``preset`` with ``overrides`` (``None`` values ignored)."""
+    if preset not in SPEED_PRESETS:
+        raise ConfigError(f"unknown speed preset {preset!r}; choose one of {', '.join(SPEED_PRESETS)}")
+    data = {**SPEED_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = set(data) - {f.name for f in fields(SpeedConfig)}
+    if unknown:
+        raise ConfigError(f"unknown speed setting(s): {', '.join(sorted(unknown))}")
+    return SpeedConfig(**data)
+
+
+# ------------------------------------------------------------------------------------------------
+def _finetune_config(cfg: SpeedConfig, device: torch.device, seed: int, **changes):
+    from sepo.rl.config import FinetuneConfig
+
+    base = dict(num_generations=cfg.num_generations, num_groups=cfg.num_groups, num_iterations=cfg.num_iterations,
+                num_snis_samples=cfg.num_snis_samples, sampling_steps=cfg.sampling_steps, sampler=cfg.sampler,
+                beta=cfg.beta, kl_truncation_steps=cfg.kl_truncation_steps, seed=seed, device=str(device), max_steps=1)
+    base.update(changes)
+    return FinetuneConfig(**base)
+
+
+def _minibatch(n: int, rows_per_sample: int, budget: int) -> int | None:
+    """Largest divisor of ``n`` whose gradient rows fit ``budget`` (``None`` when the whole batch fits)."""
+    if n * rows_per_sample <= budget:
+        return None
+    for mb in range(n, 0, -1):
+        if n % mb == 0 and mb * rows_per_sample <= budget:
+            return mb
+    return 1
+
+
+def entry_settings(cfg: SpeedConfig, name: str) -> tuple[str, dict]:
+    """Label and :class:`FinetuneConfig` changes of entry ``name`` (see module docstring)."""
+    n, kl_rows = cfg.batch_size, min(cfg.kl_truncation_steps, cfg.sampling_steps + 1)
+    if name == "rollout_kl":
+        return "no estimator: rollout + reward + KL + step", dict(estimator="sepo")
+    if name == "reference":
+        return (f"sepo-snis, all L(|V|-1) neighbours, M={cfg.num_snis_samples}",
+                dict(estimator="sepo-snis", snis_neighbours=None))
+    if name == "sepo":
+        return (f"sepo, {cfg.sepo_positions} positions, KL at {cfg.kl_sample_steps}/{cfg.kl_truncation_steps} steps",
+                dict(estimator="sepo", sepo_positions=cfg.sepo_positions, kl_sample_steps=cfg.kl_sample_steps))
+    if name == "sepo_positions_only":
+        return (f"sepo, {cfg.sepo_positions} positions, KL at all {cfg.kl_truncation_steps} steps",
+                dict(estimator="sepo", sepo_positions=cfg.sepo_positions))
+    if name == "sepo_defaults":
+        mb = _minibatch(n, cfg.length + kl_rows, cfg.grad_rows_budget)
+        return (f"sepo defaults: all {cfg.length} positions, KL at all steps" + (f", minibatch {mb}" if mb else ""),
+                dict(estimator="sepo", minibatch_size=mb))
+    if name == "trajectory":
+        mb = _minibatch(n, cfg.sampling_steps + 1 + kl_rows, cfg.grad_rows_budget)
+        return ("trajectory defaults: every step that changed a token" + (f", minibatch {mb}" if mb else ""),
+                dict(estimator="trajectory", minibatch_size=mb))
+    if name == "elbo":
+        return "elbo defaults: 4 Monte-Carlo draws", dict(estimator="elbo")
+    if name == "rollout_only":
+        return f"{cfg.sampler} rollouts only (lower bound)", {}
+    raise ConfigError(f"unknown speed entry {name!r}; choose from {', '.join(ENTRIES)}")
+
+
+def _settings_summary(fcfg) -> dict:
+    keys = ("estimator", "sepo_positions", "kl_sample_steps", "kl_truncation_steps", "beta", "minibatch_size",
+            "trajectory_steps", "elbo_samples", "num_snis_samples", "snis_neighbours", "sampler", "sampling_steps")
+    return {k: getattr(fcfg, k) for k in keys}
+
+
+def _ratios(entries: dict) -> None:
+    ro, ref = entries.get("rollout_only"), entries.get("reference")
+    for e in entries.values():
+        own = e["phases"].get("rollout", {}).get("seconds")
+        if own:  # same run, so robust to load changes on a shared machine
+            e["time_vs_own_rollout"] = round(e["seconds_per_iteration"] / own, 3)
+        if ro:
+            e["time_vs_rollout_only"] = round(e["seconds_per_iteration"] / ro["seconds_per_iteration"], 3)
+            e["passes_vs_rollout_only"] = round(e["network_passes"] / ro["network_passes"], 3)
+        if ref:
+            e["reference_time_ratio"] = round(ref["seconds_per_iteration"] / e["seconds_per_iteration"], 2)
+            e["reference_passes_ratio"] = round(ref["network_passes"] / e["network_passes"], 2)
+            e["reference_estimator_passes_ratio"] = (round(ref["estimator_passes"] / e["estimator_passes"], 1)
+                                                     if e.get("estimator_passes") else None)
+
+
+def _targets(entries: dict) -> dict:
+    sepo, ref, ro = entries.get("sepo"), entries.get("reference"), entries.get("rollout_only")
+    out = {}
+    if sepo and ref:
+        out["fewer_passes_iteration"] = {
+            "what": "reference ÷ sepo, network passes of the whole iteration", "value": sepo["reference_passes_ratio"],
+            "target": ">= 100", "met": sepo["reference_passes_ratio"] >= 100}
+        out["fewer_passes_estimator"] = {
+            "what": "reference ÷ sepo, network passes of the estimator (prepare + epochs; rollout and KL excluded)",
+            "value": sepo["reference_estimator_passes_ratio"], "target": ">= 100",
+            "met": (sepo["reference_estimator_passes_ratio"] or 0) >= 100}
+        out["less_time"] = {"what": "reference ÷ sepo, wall time per iteration", "value": sepo["reference_time_ratio"],
+                            "target": ">= 50", "met": sepo["reference_time_ratio"] >= 50}
+    if sepo and ro:
+        out["near_rollout"] = {"what": "sepo ÷ rollout_only, wall time per iteration", "value": sepo["time_vs_rollout_only"],
+                               "target": "<= 1.5", "met": sepo["time_vs_rollout_only"] <= 1.5}
+    if sepo and sepo.get("time_vs_own_rollout"):
+        out["near_own_rollout"] = {"what": "sepo ÷ its own rollout phase (same run), wall time",
+                                   "value": sepo["time_vs_own_rollout"], "target": "<= 1.5",
+                                   "met": sepo["time_vs_own_rollout"] <= 1.5}
+    return out
+
+
+def _warm_up(model, *, length: int, device) -> None:
+    """One short draw and one forward + backward, so the first timed entry pays no one-off start-up costs."""
+    from sepo.diffusion.sampling import SamplerConfig, sample
+
+    warm = copy.deepcopy(model)
+    sample(warm, num_samples=2, length=length, config=SamplerConfig(steps=2), device=device,
+           generator=torch.Generator().manual_seed(0))
+    x = torch.full((2, length), warm.process.mask_id if warm.process.mask_id is not None else 0, device=device)
+    warm.log_denoiser(x, torch.full((2,), 0.5, device=device)).sum().backward()
+
+
+def _build_model(preset: str, *, length: int, seed: int, device):
+    from sepo.models import build_model, preset_config
+
+    torch.manual_seed(seed)
+    model = build_model(preset_config(preset))
+    if model.config.length < length:
+        raise ConfigError(f"model preset {preset!r} accepts at most {model.config.length} tokens; lower --length")
+    return model.to(device).eval()
+
+
+def run_speed(cfg: SpeedConfig, *, out_dir: str | Path | None, device: torch.device | str = "cpu", seed: int = 0,
+              preset: str = "custom", model=None, model_name: str | None = None, entries: list[str] | None = None,
+              samplers: bool = True, progress: bool = True, log=print) -> dict:
+    """Run the speed benchmark; write ``speed.json`` and ``speed.md`` under ``out_dir`` (if given).
+
+    Args:
+        cfg: the settings.
+        model: a :class:`~sepo.diffusion.DiffusionModel` to time (default: ``cfg.model`` with random weights).
+        entries: subset of :data:`ENTRIES` (``reference`` brings ``rollout_kl`` along, which it builds on).
+        samplers: also run the sampler-throughput part.
+    Returns:
+        The result dictionary written to ``speed.json``.
+    """
+    from sepo.models import count_parameters
+    from sepo.rl.rewards import BUILTIN_REWARDS
+
+    from .iteration import (NoEstimator, extrapolate_reference, reference_counts, time_iteration, time_rollout,
+                            time_snis_fraction)
+    from .measure import machine_info
+    from .report import speed_markdown
+
+    device = torch.device(device)
+    wanted = list(ENTRIES if entries is None else entries)
+    for name in wanted:
+        if name not in ENTRIES:
+            raise ConfigError(f"unknown speed entry {name!r}; choose from {', '.join(ENTRIES)}")
+    if "reference" in wanted and "rollout_kl" not in wanted:
+        wanted.insert(wanted.index("reference"), "rollout_kl")
+    if cfg.beta <= 0:
+        wanted = [w for w in wanted if w != "rollout_kl"]
+        if "reference" in wanted:
+            raise ConfigError("the reference-style entry builds on rollout_kl, which needs beta > 0")
+    if model is None:
+        model_name = model_name or cfg.model
+        model = _build_model(cfg.model, length=cfg.length, seed=seed, device=device)
+    model = model.to(device).eval()
+    model_name = model_name or "given model"
+    out_dir = Path(out_dir) if out_dir is not None else None
+    reward = BUILTIN_REWARDS[cfg.reward]()
+    result = {
+        "benchmark": "speed", "preset": preset, "seed": seed, "complete": False,
+        "config": {**asdict(cfg), "model": model_name, "model_parameters": count_parameters(model),
+                   "batch_size": cfg.batch_size},
+        "machine": machine_info(device),
+        "entries": {},
+        "notes": [
+            "network passes = sequence-forwards (a call on n sequences counts n), counted by the model and by hooks.",
+            "rollout_only uses the trainer's sampler, seed and batch: G·B·(T+1) passes for plain ancestral "
+            "(T predictor steps + the final denoising step).",
+            "the CPU may be shared with other jobs: absolute seconds are pessimistic there, ratios are what to read.",
+        ],
+    }
+
+    def save():
+        if out_dir is not None:
+            write_json(out_dir / "speed.json", result)
+            write_text(out_dir / "speed.md", speed_markdown(result))
+
+    entries_out = result["entries"]
+    rollout_kl_run = None
+    if wanted:
+        _warm_up(model, length=cfg.length, device=device)
+    for name in wanted:
+        label, changes = entry_settings(cfg, name)
+        fcfg = _finetune_config(cfg, device, seed, **changes)
+        log(f"[speed] {name}: {label} ...")
+        if name == "rollout_only":
+            entry = time_rollout(model, fcfg, length=cfg.length)
+        elif name == "rollout_kl":
+            rollout_kl_run = time_iteration(model, fcfg, reward=reward, length=cfg.length, estimator=NoEstimator())
+            entry = dict(rollout_kl_run)
+        elif name == "reference":
+            frac = time_snis_fraction(model, rollout_kl_run["rollout"], snis_samples=cfg.num_snis_samples,
+                                      neighbours=cfg.reference_neighbours, num_samples=cfg.reference_samples,
+                                      epsilon=fcfg.epsilon, seed=seed, device=device)
+            counts = reference_counts(num_samples=cfg.batch_size, length=cfg.length, vocab_size=model.vocab_size,
+                                      snis_samples=cfg.num_snis_samples, epochs=cfg.num_iterations)
+            if frac["passes_per_sample_per_evaluation"] != (frac["neighbours"] + 1) * cfg.num_snis_samples:
+                raise RuntimeError("the SNIS fraction's pass count does not match (1 + neighbours) * M")
+            result["reference_fraction"], result["reference_counts"] = frac, counts
+            entry = extrapolate_reference(rollout_kl_run, frac, counts)
+        else:
+            entry = time_iteration(model, fcfg, reward=reward, length=cfg.length)
+        entry.pop("rollout", None)
+        entry = {"label": label, "settings": _settings_summary(fcfg) if name != "rollout_only" else
+                 {"sampler": fcfg.sampler, "sampling_steps": fcfg.sampling_steps}, **entry}
+        entries_out[name] = entry
+        log(f"[speed] {name}: {entry['seconds_per_iteration']:.2f} s, {entry['network_passes']:,} passes, "
+            f"peak {entry['peak_memory_mb']} MiB" + ("" if entry.get("measured", True) else " (extrapolated)"))
+        _ratios(entries_out)
+        save()
+    digests = {e["batch_digest"] for e in entries_out.values()}
+    result["same_batch"] = len(digests) <= 1
+    result["targets"] = _targets(entries_out)
+
+    if samplers:
+        from .samplers import run_sampler_benchmark, sampler_cases
+
+        if cfg.sampler_model is None:
+            s_model, s_name = model, model_name
+        else:
+            s_model, s_name = _build_model(cfg.sampler_model, length=cfg.length, seed=seed, device=device), cfg.sampler_model
+        log(f"[speed] samplers on {s_name} ...")
+        cases = sampler_cases(steps=cfg.sampler_steps, corrector_at=cfg.corrector_at, samplers=cfg.samplers)
+        res = run_sampler_benchmark(s_model, cases=cases, num_samples=cfg.sampler_num_samples, length=cfg.length,
+                                    seed=seed, device=device, chunk_batch_size=cfg.chunk_batch_size, compile=cfg.compile,
+                                    autocast=cfg.autocast and device.type == "cuda", progress=progress)
+        result["samplers"] = {"model": s_name, "model_parameters": count_parameters(s_model),
+                              "num_samples": cfg.sampler_num_samples, "length": cfg.length, **res}
+        if cfg.autocast and device.type != "cuda":
+            result["notes"].append("bf16 autocast is measured on GPU only (CPU bf16 kernels are not representative).")
+    result["complete"] = True
+    save()
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sepo.commands import add_device_argument
+
+    p.add_argument("--preset", choices=tuple(SPEED_PRESETS), default="cpu",
+                   help="cpu: issue 5's 2-core setting (B=4, G=4, K=2, M=4, L=200, T=128, dna-full); "
+                        "paper: B=8, G=8 (GPU); smoke: a seconds-long check of every code path")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for speed.json and speed.md (written atomically)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model initialisation and of the iteration")
+    p.add_argument("--model", default=None, metavar="DIR", help="time this model directory instead of random weights")
+    p.add_argument("--entries", default=None, metavar="LIST",
+                   help=f"comma-separated subset of {','.join(ENTRIES)} (default: all)")
+    p.add_argument("--no-samplers", action="store_true", help="skip the sampler-throughput part")
+    p.add_argument("--samplers-only", action="store_true", help="only the sampler-throughput part")
+    p.add_argument("--sepo-positions", type=int, default=None, help="positions per sample of the recommended sepo settings")
+    p.add_argument("--kl-sample-steps", type=int, default=None, help="KL steps per iteration of the recommended sepo settings")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile of the network in the sampler part")
+    add_device_argument(p)
+    p.add_argument("--num-threads", type=int, default=None,
+                   help="CPU threads for PyTorch (default: all available cores; 1 is steadier on a shared machine)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _run(args) -> int:
+    from sepo.commands import resolve_device, set_threads
+
+    set_threads(args.num_threads)
+    device = resolve_device(args.device)
+    cfg = speed_config(args.preset, sepo_positions=args.sepo_positions, kl_sample_steps=args.kl_sample_steps,
+                       compile=True if args.compile else None)
+    model = model_name = None
+    if args.model:
+        from sepo.diffusion import MaskedProcess
+        from sepo.models import load_model
+
+        model, _ = load_model(args.model, device=device)
+        if not isinstance(model.process, MaskedProcess):
+            raise ConfigError(f"{args.model} is not a masked model; the speed benchmark times masked models")
+        if model.config.length < cfg.length:
+            cfg = replace(cfg, length=model.config.length)
+        model_name = str(args.model)
+    entries = None if args.entries is None else [e.strip() for e in args.entries.split(",") if e.strip()]
+    if args.samplers_only:
+        entries = []
+    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    result = run_speed(cfg, out_dir=args.out, device=device, seed=args.seed, preset=args.preset, model=model,
+                       model_name=model_name, entries=entries, samplers=not args.no_samplers,
+                       progress=not args.quiet, log=log)
+    if not args.quiet:
+        for t in result.get("targets", {}).values():
+            print(f"target: {t['what']}: {t['value']} (required {t['target']}): {'met' if t['met'] else 'NOT met'}")
+        print(f"wrote {Path(args.out) / 'speed.json'} and {Path(args.out) / 'speed.md'}")
+    return 0
+
+
+register(
+    "speed",
+    help="time one SEPO iteration per estimator vs the reference-style estimator and the rollout bound; sampler throughput",
+    description=__doc__.split("\n\n", 1)[0] + "\n\n" + (
+        "Writes speed.json (entries with seconds_per_iteration, network_passes, peak_memory_mb, per-phase "
+        "breakdown and ratios; sampler throughput; machine and settings) and speed.md (tables) to --out. "
+        "The reference-style row is partly extrapolated from a measured fraction (stated in both files)."),
+    examples="""
+    sepo bench speed --preset cpu --out runs/speed --num-threads 1
+    sepo bench speed --preset paper --device cuda --out runs/speed-gpu
+    sepo bench speed --preset smoke --out /tmp/speed-smoke""",
+    add_arguments=add_arguments,
+)(_run)
