@@ -269,3 +269,19 @@ def test_cli_help_lists_every_option_and_rejects_bad_split():
         parser.parse_args(["oracle", "--split", "C"])
     args = parser.parse_args(["oracle", "--split", "a", "--out", "x"])
     assert args.split == "A"
+
+
+def test_cli_trains_reports_and_saves_an_oracle(tmp_path, capsys, table):
+    from sepo.cli import main
+
+    out = tmp_path / "oracle-A"
+    rc = main(["oracle", "--split", "A", "--max-steps", "2", "--max-train", "64", "--seed", "5", "--out", str(out),
+               "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "chr1 test" in printed and "validation chr2" in printed and "AUROC" in printed
+    oracle = load_oracle(out)
+    assert oracle.meta["training"]["steps"] == 2 and oracle.meta["data"]["n_train_used"] == 64
+    assert oracle.meta["seed"] == 5 and oracle.meta["data"]["sha256"] == table.sha256
+    assert main(["oracle", "--split", "A", "--max-train", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "max_train must be at least 2" in capsys.readouterr().err

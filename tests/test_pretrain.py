@@ -291,3 +291,18 @@ def test_run_stopped_before_its_first_checkpoint(tmp_path):
         pretrain(mini_config(), out, progress=False)
     with pytest.raises(CheckpointError, match="before its first checkpoint"):
         pretrain(mini_config(), out, resume=True, progress=False)
+
+
+def test_divergence_stops_before_a_checkpoint_is_written(tmp_path, monkeypatch):
+    import importlib
+
+    from sepo.train import TrainingError
+
+    pretrain_module = importlib.import_module("sepo.train.pretrain")  # (sepo.train.pretrain is also the function)
+
+    real_loss = pretrain_module.diffusion_loss
+    monkeypatch.setattr(pretrain_module, "diffusion_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match="diverged by step 2 .*lower --lr"):
+        pretrain(mini_config(log_every=5), out, progress=False)  # step 2 is the first checkpoint
+    assert not (out / "train_state.pt").exists() and not (out / "model.safetensors").exists()

@@ -56,6 +56,10 @@ def speed_markdown(result: dict) -> str:
                          e.get("estimator_passes"), e.get("reference_estimator_passes_ratio"), e.get("peak_memory_mb")])
         out += _table(["entry", "settings", "s / iter", "× rollout", "× own rollout", "ref ÷ (time)", "passes", "× rollout (passes)",
                        "ref ÷ (passes)", "estimator passes", "ref ÷ (estimator passes)", "peak MiB"], rows)
+        reps = {n: e["repeats_seconds"] for n, e in entries.items() if e.get("repeats_seconds")}
+        if reps:
+            out += ["", "Entries run several times (alternated) report their fastest run: "
+                    + "; ".join(f"`{n}` " + ", ".join(_fmt(v) for v in r) + " s" for n, r in reps.items()) + "."]
         out += ["", "### Phases (seconds / passes)", ""]
         rows = []
         for name, e in entries.items():

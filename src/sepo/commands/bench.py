@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from sepo.errors import SepoError
 
@@ -29,8 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="benchmark", metavar="NAME", title="benchmarks")
     for bench in benchmarks.values():
-        bp = sub.add_parser(bench.name, help=bench.help, description=bench.description,
-                            epilog=("examples:\n  " + "\n  ".join(bench.examples.strip().splitlines())) if bench.examples else None,
+        examples = textwrap.dedent(bench.examples).strip()
+        bp = sub.add_parser(bench.name, help=bench.help, description=textwrap.dedent(bench.description).strip(),
+                            epilog=("examples:\n" + textwrap.indent(examples, "  ")) if examples else None,
                             formatter_class=HelpFormatter)
         bp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
         bench.add_arguments(bp)

@@ -180,56 +180,34 @@ def diversity(tokens: torch.Tensor, *, chunk: int = 1024) -> tuple[float, float]
 def app_log_lik(model, tokens: torch.Tensor, *, steps: int = 128, step_samples: int | None = 16, num_samples: int = 1,
                 batch_size: int = 256, generator: torch.Generator | None = None) -> float:
     """Median ELBO (nats per sequence) of ``tokens [N, L]`` under ``model`` (the pretrained
-    :class:`~sepo.diffusion.model.DiffusionModel`): the bound of :func:`sepo.diffusion.likelihood.elbo`
-    for the ``steps``-step ancestral sampler, estimated from the same terms
-    (:func:`~sepo.diffusion.likelihood.elbo_step_term`).
+    :class:`~sepo.diffusion.model.DiffusionModel`): :func:`sepo.diffusion.likelihood.elbo`, the bound of
+    the ``steps``-step ancestral sampler, on ``batch_size`` rows (sequence draws) at a time.
 
-    Cost control: each sequence draws its *own* ``step_samples`` of the ``steps + 1`` terms (without
-    replacement, rescaled by ``(steps + 1) / step_samples``: unbiased), so estimates of different
-    sequences are independent and the median is not swayed by one shared choice of steps (``elbo``
-    with ``step_samples`` shares one subset across its batch). Terms are evaluated step by step on the
-    rows that drew that step, ``batch_size`` rows per pass: ``N * num_samples * step_samples`` sequence
-    passes in all. ``None`` evaluates every term; each sequence's value is the mean of ``num_samples``
-    independent draws.
+    Cost control: each sequence evaluates its own random ``step_samples`` of the ``steps + 1`` terms
+    (without replacement, rescaled: unbiased, independent across sequences), averaged over
+    ``num_samples`` draws: ``N * num_samples * step_samples`` sequence passes in all (``None``: every
+    term). The per-sequence noise is what a median over a few hundred sequences absorbs; raise
+    ``step_samples`` / ``num_samples`` for precise per-sequence values.
     """
-    from sepo.diffusion.likelihood import (
-        bridge_alpha,
-        elbo_step_term,
-        elbo_steps,
-        prior_term,
-    )
+    from sepo.diffusion.likelihood import elbo, elbo_steps
 
     tokens = _check_tokens(tokens)
     if num_samples < 1:
         raise DataError(f"num_samples must be >= 1, got {num_samples}")
-    plan = elbo_steps(steps)
-    if step_samples is not None and not 1 <= step_samples <= len(plan):
-        raise DataError(f"step_samples must be between 1 and steps + 1 = {len(plan)} (or None), got {step_samples}")
+    n_terms = len(elbo_steps(steps))
+    if step_samples is not None and not 1 <= step_samples <= n_terms:
+        raise DataError(f"step_samples must be between 1 and steps + 1 = {n_terms} (or None), got {step_samples}")
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
-    proc = model.process
-    x0 = tokens.repeat_interleave(num_samples, dim=0).to(device)  # independent draws as extra rows
-    rows = x0.shape[0]
-    if step_samples is None:
-        chosen, scale = torch.ones(rows, len(plan), dtype=torch.bool), 1.0
-    else:
-        order = torch.rand(rows, len(plan), generator=generator).argsort(1)[:, :step_samples]
-        chosen = torch.zeros(rows, len(plan), dtype=torch.bool).scatter_(1, order, True)
-        scale = len(plan) / step_samples
-    total = prior_term(proc, x0).double().cpu()
     was_training = model.training
     model.eval()  # no dropout in a likelihood
+    rows = tokens.repeat_interleave(num_samples, dim=0)  # the draws of a sequence as extra rows: one batched pass
     try:
-        for j, step in enumerate(plan):
-            for idx in torch.nonzero(chosen[:, j]).flatten().split(batch_size):
-                x = x0[idx.to(device)]
-                a = bridge_alpha(proc, torch.full((x.shape[0],), step.t, dtype=torch.float64)).to(torch.float32).to(device)
-                keep = torch.rand(x.shape, generator=generator).to(device) < a[:, None]
-                x_t = torch.where(keep, x, proc.sample_limit(x.shape, device="cpu", generator=generator).to(device))
-                total[idx] += scale * elbo_step_term(model, x, x_t, step).double().cpu()
+        values = [elbo(model, chunk.to(device), steps=steps, step_samples=step_samples, generator=generator).double().cpu()
+                  for chunk in rows.split(batch_size)]
     finally:
         model.train(was_training)
-    per_sequence = total.view(tokens.shape[0], num_samples).mean(1)
+    per_sequence = torch.cat(values).view(tokens.shape[0], num_samples).mean(1)
     return float(torch.quantile(per_sequence, 0.5))
 
 
