@@ -91,6 +91,9 @@ def run(args) -> int:
         "weights": "ema" if info.get("used_ema") else "raw",
         "seconds": round(time.time() - t0, 2),
     }
+    nelbo_report = task.extra.get("nelbo_report")  # task-specific readings of the bound (text: perplexity)
+    if nelbo_report is not None:
+        result.update(nelbo_report(tokens, per_seq))
     if samples is not None:
         result["samples"] = {"path": str(args.samples), "num_samples": int(samples.shape[0]),
                              **task.sample_metrics(samples, tokens)}

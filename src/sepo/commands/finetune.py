@@ -40,7 +40,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
         Tasks: toy (an exact world where the optimum pi_ref exp(r/beta)/Z is known: metrics.json reports the
         total variation reached), dna (a pretrained DNA model from `sepo pretrain`; rewards: gc, or
-        oracle:DIR for the HepG2 activity of an oracle from `sepo oracle`).
+        oracle:DIR for the HepG2 activity of an oracle from `sepo oracle`), text (a text diffusion model from
+        `sepo pretrain --task text`, or SEDD / MDLM weights; prompts are held-out sentence prefixes, a group is the
+        completions of one prompt; reward: ngram, the model learned from the reward half of the human sentiment
+        ratings, or hf:DIR, a local Hugging Face sequence classifier; the MiniLM and VADER judges only evaluate).
+        Text-specific settings go in the YAML's `text:` section or --set text.FIELD=VALUE (docs/text.md).
 
         Configuration: a preset (--preset), then a YAML file (--config, any field of FinetuneConfig, see
         docs), then the flags below, then --set FIELD=VALUE. The run folder gets metrics.jsonl, TensorBoard
@@ -49,14 +53,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         sepo finetune --task toy --estimator trajectory --beta 0.1 --seed 0 --out runs/toy-traj
         sepo finetune --task dna --base runs/dna-tiny --reward gc --preset tiny --out runs/dna-gc
         sepo finetune --task dna --base runs/dna-tiny --reward oracle:runs/oracle-A --out runs/dna-sepo --set sepo_positions=16
-        sepo finetune --task dna --base runs/dna-tiny --reward gc --out runs/dna-gc --resume""",
+        sepo finetune --task dna --base runs/dna-tiny --reward gc --out runs/dna-gc --resume
+        sepo finetune --task text --base runs/text-tiny --estimator trajectory --out runs/text-traj
+        sepo finetune --task text --base models/sedd-medium --config configs/sedd_hh.yaml --out runs/sedd-hh""",
     )
-    p.add_argument("--task", required=True, choices=("toy", "dna"), help="what to fine-tune (see above)")
+    p.add_argument("--task", required=True, choices=("toy", "dna", "text"), help="what to fine-tune (see above)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (created; --resume continues it)")
-    p.add_argument("--preset", default="tiny", help="preset of the task: toy: tiny; dna: tiny (2 CPU cores, minutes) or paper (GPU)")
+    p.add_argument("--preset", default="tiny", help="preset of the task: toy: tiny; dna: tiny (2 CPU cores, minutes) or paper (GPU); text: tiny")
     p.add_argument("--config", metavar="YAML", default=None, help="YAML file of FinetuneConfig fields, applied over the preset")
-    p.add_argument("--base", metavar="DIR", default=None, help="pretrained model directory (required for --task dna)")
-    p.add_argument("--reward", default="gc", help="dna: gc or oracle:DIR (toy: its built-in reward table)")
+    p.add_argument("--base", metavar="DIR", default=None, help="pretrained model directory (required for --task dna and text)")
+    p.add_argument("--reward", default=None, help="dna: gc (default) or oracle:DIR; text: ngram (default) or hf:DIR (toy: its built-in reward table)")
     p.add_argument("--estimator", choices=("sepo", "sepo-snis", "trajectory", "elbo"), default=None,
                    help="policy-gradient estimator (default: the preset's, sepo)")
     p.add_argument("--beta", type=float, default=None, help="KL weight to the pretrained model")
@@ -75,7 +81,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sepo-positions", type=int, default=None, help="positions scored per sample by sepo on masked models")
     p.add_argument("--seed", type=int, default=None, help="random seed of the run")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="set any FinetuneConfig field (YAML syntax for the value), repeatable")
+                   help="set any FinetuneConfig field, or text.FIELD for the text options (YAML syntax for the value), repeatable")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the config's, cpu)")
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores; toy: 1)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
@@ -109,8 +115,24 @@ def run(args) -> int:
     from sepo.rl.recipes import finetune_config, run_finetune
     from sepo.utils.config import load_yaml, save_yaml
 
-    yaml_data = load_yaml(args.config) if args.config else None
-    cfg = finetune_config(args.task, args.preset, yaml_data=yaml_data, overrides=_overrides(args))
+    yaml_data = dict(load_yaml(args.config)) if args.config else {}
+    overrides = _overrides(args)
+    task_options = None
+    if args.task == "text":
+        from sepo.tasks.text.finetune import check_base, text_options
+
+        section = yaml_data.pop("text", None) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{args.config}: the 'text' section must be a mapping of text options")
+        task_options = {**section, **{k[len("text."):]: overrides.pop(k) for k in list(overrides) if k.startswith("text.")}}
+        if args.reward is not None:
+            task_options["reward"] = args.reward
+        text_options(task_options)  # validate before anything is loaded or written
+    elif "text" in yaml_data or any(k.startswith("text.") for k in overrides):
+        raise ConfigError("text options (the 'text' section, --set text.FIELD) are for --task text only")
+    cfg = finetune_config(args.task, args.preset, yaml_data=yaml_data, overrides=overrides)
+    if args.task == "text":
+        check_base(args.base)
     set_threads(args.num_threads if args.num_threads is not None else (1 if args.task == "toy" else None))
     out = Path(args.out)
     state = out / "state"
@@ -126,9 +148,12 @@ def run(args) -> int:
     if args.task == "dna":
         from sepo.rl.dna_recipe import dna_reward
 
-        reward = dna_reward(args.reward)
+        reward = dna_reward(args.reward or "gc")
     summary = run_finetune(args.task, cfg, out=out, base=args.base, reward=reward, progress=not args.no_progress,
-                           resume=args.resume)
-    shown = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+                           resume=args.resume, task_options=task_options)
+    shown = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
     print("finetune done: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    for ev in summary.get("evaluation", []):
+        parts = [f"{k}={v:.3g}" for k, v in ev.items() if isinstance(v, float)]
+        print(f"held-out evaluation ({ev['prompts']} prompts, {ev['sampling_steps']} steps): " + ", ".join(parts))
     return 0

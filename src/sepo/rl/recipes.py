@@ -43,6 +43,14 @@ FINETUNE_PRESETS: dict[str, dict[str, dict]] = {
                       epsilon=0.2, beta=0.05, kl_truncation_steps=10, sampling_steps=128, corrector_steps=1,
                       num_snis_samples=4, save_every=50),
     },
+    "text": {
+        # 2 CPU cores, minutes (see sepo.tasks.text.finetune and docs/text.md): 8 prompts x 8 completions,
+        # 32 cached ancestral steps; sepo scores 8 positions per completion, trajectory 8 steps; the KL on 4 of
+        # the last 8 steps
+        "tiny": dict(max_steps=30, num_groups=8, num_generations=8, num_iterations=2, learning_rate=3e-4,
+                     beta=0.02, kl_truncation_steps=8, kl_sample_steps=4, sampler="ancestral_cached",
+                     sampling_steps=32, sepo_positions=8, trajectory_steps=8, elbo_samples=4, save_every=10),
+    },
 }
 
 
@@ -114,8 +122,11 @@ def _toy(cfg: FinetuneConfig, out: Path | None, *, world_overrides: dict | None 
 
 def run_finetune(task: str, cfg: FinetuneConfig, *, out: str | Path | None, base: str | Path | None = None,
                  reward: Reward | None = None, progress: bool = True, resume: bool = False,
-                 world_overrides: dict | None = None, evaluate: Callable | None = None) -> dict:
-    """Fine-tune on ``task`` and return the run summary (also written to ``<out>/metrics.json``)."""
+                 world_overrides: dict | None = None, evaluate: Callable | None = None,
+                 task_options: dict | None = None) -> dict:
+    """Fine-tune on ``task`` and return the run summary (also written to ``<out>/metrics.json``).
+
+    ``task_options``: task-specific settings (text: the fields of :class:`sepo.tasks.text.finetune.TextOptions`)."""
     out = Path(out) if out is not None else None
     if task == "toy":
         return _toy(cfg, out, world_overrides=world_overrides, progress=progress, resume=resume)
@@ -123,4 +134,9 @@ def run_finetune(task: str, cfg: FinetuneConfig, *, out: str | Path | None, base
         from .dna_recipe import finetune_dna
 
         return finetune_dna(cfg, out=out, base=base, reward=reward, progress=progress, resume=resume, evaluate=evaluate)
-    raise ConfigError(f"finetune task {task!r} is not available; choose toy or dna")
+    if task == "text":
+        from sepo.tasks.text.finetune import finetune_text, text_options
+
+        return finetune_text(cfg, out=out, base=base, options=text_options(task_options), reward=reward,
+                             progress=progress, resume=resume, evaluate=evaluate)
+    raise ConfigError(f"finetune task {task!r} is not available; choose toy, dna or text")

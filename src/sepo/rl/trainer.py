@@ -208,7 +208,8 @@ class Trainer:
                 st["loss"] = float(loss.detach())
                 for k, v in st.items():
                     agg.setdefault(k, []).append(v)
-        return {k: sum(v) / len(v) for k, v in agg.items()}
+        # over the epochs' minibatch steps: extremes stay extremes, everything else is averaged
+        return {k: (min(v) if k.endswith("_min") else max(v) if k.endswith("_max") else sum(v) / len(v)) for k, v in agg.items()}
 
     # ------------------------------------------------------------------ loop
     def train(self) -> list[dict]:

@@ -37,7 +37,7 @@ from sepo.rl.rewards import Reward
 from sepo.utils.config import from_dict
 from sepo.utils.io import write_json
 
-__all__ = ["TextOptions", "TEXT_FINETUNE_PRESETS", "PromptSet", "hh_format", "text_options", "check_base",
+__all__ = ["TextOptions", "PromptSet", "hh_format", "text_options", "check_base",
            "load_text_policy", "training_prompts", "evaluation_prompts", "text_reward", "default_judges",
            "complete", "win_rate", "score_completions", "finetune_text", "PROMPT_FORMATS"]
 
@@ -77,6 +77,8 @@ class TextOptions:
         judges: score the final evaluation with the MiniLM and VADER judges.
         monitor_judges: also log the judges' mean score on each iteration's rollouts (evaluation only).
         eval_seed: seed of the evaluation draws (shared by the pretrained and the fine-tuned model).
+        sequence_length: tokens per generated sequence, prompt included (``None``: the model's length; a shorter
+            value saves compute with long-context checkpoints such as SEDD's 1,024).
     """
 
     reward: str = "ngram"
@@ -94,6 +96,7 @@ class TextOptions:
     judges: bool = True
     monitor_judges: bool = True
     eval_seed: int = 1234
+    sequence_length: Optional[int] = None
 
     def __post_init__(self):
         if not (self.reward == "ngram" or self.reward.startswith("hf:")):
@@ -107,6 +110,8 @@ class TextOptions:
             raise ValueError(f"eval_prompts must be >= 0, got {self.eval_prompts}")
         if any(int(s) < 1 for s in self.eval_sampling_steps):
             raise ValueError(f"eval_sampling_steps must be positive, got {self.eval_sampling_steps}")
+        if self.sequence_length is not None and self.sequence_length < 2:
+            raise ValueError(f"sequence_length must be >= 2 (or null for the model's length), got {self.sequence_length}")
         if self.prompt_split not in ("train", "validation", "heldout"):
             raise ValueError(f"prompt_split must be train, validation or heldout, got {self.prompt_split!r}")
 
@@ -114,16 +119,6 @@ class TextOptions:
 def text_options(data: dict | None = None) -> TextOptions:
     """Validated :class:`TextOptions` from a mapping (one-line :class:`ConfigError` on a bad field)."""
     return from_dict(TextOptions, data or {}, where="text options")
-
-
-#: ``FinetuneConfig`` presets of the text task.
-TEXT_FINETUNE_PRESETS: dict[str, dict] = {
-    # 2 CPU cores, minutes: 8 prompts x 8 completions, 32 cached ancestral steps, SEPO scoring 8 positions per
-    # completion, the KL on 4 of the last 8 steps
-    "tiny": dict(max_steps=30, num_groups=8, num_generations=8, num_iterations=2, learning_rate=3e-4,
-                 beta=0.02, kl_truncation_steps=8, kl_sample_steps=4, sampler="ancestral_cached",
-                 sampling_steps=32, sepo_positions=8, trajectory_steps=8, elbo_samples=4, save_every=10),
-}
 
 
 # ---------------------------------------------------------------- model and tokenizer
@@ -335,6 +330,8 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
     from sepo.models import save_model
     from sepo.rl.trainer import Trainer, weights_fingerprint
 
+    from .pretrain import TEXT_VOCAB
+
     options = options or TextOptions()
     if policy is None:
         policy, info, tokenizer = load_text_policy(base, device=cfg.device)
@@ -344,6 +341,10 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
             raise ConfigError("finetune_text: pass the tokenizer together with a pre-loaded policy")
         vocab = {"tokenizer": tokenizer.name, "size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id}
     length = int(policy.config.length)
+    if options.sequence_length is not None:
+        if options.sequence_length > length:
+            raise ConfigError(f"sequence_length {options.sequence_length} exceeds the model's maximum length {length}")
+        length = int(options.sequence_length)
     prompts = training_prompts(tokenizer, options, length=length, seed=cfg.seed)
     reward = reward or text_reward(options.reward, tokenizer, device=cfg.device, batch_size=options.reward_batch_size,
                                    max_length=options.reward_max_length, label=options.reward_label)
@@ -388,7 +389,7 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
         summary["evaluation"] = evals
     if out is not None:
         save_model(out / "model", trainer.policy, vocab=vocab,
-                   provenance={"task": "text", "finetuned_from": identity, "reward": reward.name,
+                   provenance={**({"task": "text"} if vocab == TEXT_VOCAB else {}), "finetuned_from": identity, "reward": reward.name,
                                "estimator": cfg.estimator, "iterations": trainer.iteration})
         write_json(out / "metrics.json", summary)
     return summary
