@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements-data.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps -r requirements-data.txt
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,hf]'
 	$(BIN)/python -m sepo.tasks.text.fetch
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

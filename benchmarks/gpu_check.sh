@@ -8,7 +8,7 @@
 #   pytest_cuda.log        `pytest -m cuda` output (the CUDA-only tests)
 #   gpu_check.log          the benchmark's progress output and the summary
 #   iteration/speed.json   one iteration per estimator, reference-style and rollout-only (+ speed.md)
-#   samplers/speed.json    sampler throughput, bf16 autocast, chunking (+ speed.md)
+#   samplers/samplers.json sampler throughput, bf16 autocast, chunking (+ samplers.md)
 # Exit status: 0 when every step succeeded, 1 otherwise (each step still runs and writes what it has).
 set -uo pipefail
 cd "$(dirname "$0")/.."

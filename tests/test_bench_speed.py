@@ -8,6 +8,8 @@ Models are the tiny random networks of ``conftest.py`` (L = 3, |V| = 3, masked, 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import pytest
@@ -189,3 +191,21 @@ def test_cli_lists_and_runs_the_benchmark(tmp_path, capsys):
     code = cli.main(["bench", "speed", "--preset", "smoke", "--entries", "bogus", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: unknown speed entry 'bogus'")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_iteration_on_cuda_counts_the_same_passes(model):
+    cfg = _cfg(estimator="sepo", sepo_positions=2, kl_sample_steps=2)
+    cpu = time_iteration(model, cfg, reward=REWARD, length=L)
+    gpu = time_iteration(model, dataclasses.replace(cfg, device="cuda"), reward=REWARD, length=L)
+    assert gpu["memory_method"] == "cuda_max_memory_allocated" and gpu["peak_memory_mb"] > 0
+    for phase in ("rollout", "prepare", "update", "kl"):
+        assert gpu["phases"][phase]["passes"] == cpu["phases"][phase]["passes"], phase
+    on_gpu = copy.deepcopy(model).cuda()
+    frac = time_snis_fraction(on_gpu, gpu["rollout"], snis_samples=2, neighbours=None, num_samples=1,
+                              epsilon=0.2, seed=0, device="cuda")
+    assert frac["passes_per_sample_per_evaluation"] == (1 + L * (V - 1)) * 2
+    sampled = time_sampler(on_gpu, sampler="ancestral_cached", steps=20, num_samples=4, length=L, seed=0, device="cuda",
+                           autocast_dtype=torch.bfloat16)
+    assert sampled["all_clean"] and sampled["network_passes"] < 4 * 21

@@ -32,7 +32,8 @@ def gpt2_classifier(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("gpt2-reward")
     encoder, merges = assets.gpt2_files()
-    tok = transformers.GPT2TokenizerFast(vocab_file=str(encoder), merges_file=str(merges))
+    tok = transformers.GPT2TokenizerFast(vocab=str(encoder), merges=str(merges))
+    assert tok("hello world")["input_ids"] == [31373, 995]  # the exact GPT-2 ids
     tok.save_pretrained(str(d))
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=128, vocab_size=GPT2_VOCAB_SIZE,
@@ -159,8 +160,9 @@ def test_sedd_lookalike_finetunes_with_an_hf_reward_on_hh_prompts(tmp_path, gpt2
     summary = finetune_text(cfg, out=tmp_path / "run", base=base, options=options, progress=False)
     assert summary["iterations"] == 1 and summary["reward"] == f"hf:{d.name}"
     assert [e["sampling_steps"] for e in summary["evaluation"]] == [2, 3]
-    for example in summary["evaluation"][0]["examples"]:
-        assert example["finetuned"].startswith(hh_format(example["prompt"].split("Human: ")[1].split("\n")[0]))
+    examples = summary["evaluation"][0]["examples"]
+    assert [e["prompt"] for e in examples] == [hh_format("What is a good name for a cat?"), hh_format("How do I boil an egg?")]
+    assert all(e["finetuned"].startswith(e["prompt"]) and e["pretrained"].startswith(e["prompt"]) for e in examples)
     from sepo.models import load_model
 
     model, info = load_model(tmp_path / "run" / "model")

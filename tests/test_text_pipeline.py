@@ -146,6 +146,37 @@ def test_every_sampler_keeps_held_out_prompts_fixed(process, samplers, tok):
             assert all(t.startswith(p) for t, p in zip(texts, [p for p in prompts.texts for _ in range(2)]))
 
 
+@pytest.mark.parametrize("process", ["masked", "uniform"])
+def test_min_new_tokens_forbids_early_eos_and_nothing_else(process, tok):
+    from sepo.tasks.text.finetune import unwrap, with_min_new_tokens
+
+    model = tiny_model(process, seed=2)
+    with torch.no_grad():  # make eos likely everywhere, so that the constraint has something to forbid
+        model.net.output.linear.weight.mul_(0.05)  # milder logits (std ~0.3) ...
+        model.net.output.linear.bias[tok.eos_id] += 8.0  # ... and eos the likeliest token (p ~ 0.6)
+    wrapped = with_min_new_tokens(model, eos_id=tok.eos_id, prompt_length=5, min_new_tokens=6)
+    assert unwrap(wrapped).net is model.net and set(dict(wrapped.named_parameters())) == {f"net.inner.{k}" for k, _ in model.net.named_parameters()}
+    x = torch.randint(1, tok.vocab_size, (4, TEXT_LENGTH), generator=torch.Generator().manual_seed(0))
+    if process == "masked":
+        x[:, 8:] = model.process.mask_id
+    t = torch.full((4,), 0.5)
+    with torch.no_grad():
+        plain, blocked = model.log_denoiser(x, t).exp(), wrapped.log_denoiser(x, t).exp()
+    free = [i for i in range(TEXT_LENGTH) if not 5 <= i < 11]
+    assert torch.allclose(plain[:, free], blocked[:, free], atol=1e-6)
+    if process == "masked":
+        assert (blocked[:, 8:11, tok.eos_id] == 0).all() and (plain[:, 8:11, tok.eos_id] > 0.01).all()
+        renorm = plain[:, 8:11] / (1 - plain[:, 8:11, tok.eos_id:tok.eos_id + 1])
+        renorm[..., tok.eos_id] = 0
+        assert torch.allclose(blocked[:, 8:11], renorm, atol=1e-5)
+    fixed, tokens = prefix_constraint(x[:, :5], 4, TEXT_LENGTH)
+    out = sample(wrapped, num_samples=4, length=TEXT_LENGTH, config=SamplerConfig(name="ancestral", steps=6),
+                 fixed=fixed, fixed_tokens=tokens, generator=torch.Generator().manual_seed(1)).x
+    ref = sample(model, num_samples=4, length=TEXT_LENGTH, config=SamplerConfig(name="ancestral", steps=6),
+                 fixed=fixed, fixed_tokens=tokens, generator=torch.Generator().manual_seed(1)).x
+    assert not (out[:, 5:11] == tok.eos_id).any() and (ref[:, 5:11] == tok.eos_id).any()
+
+
 # ------------------------------------------------------------------------------------------ CLI flow
 @pytest.fixture(scope="module")
 def text_runs(tmp_path_factory):

@@ -32,6 +32,7 @@ COMMANDS = [
     "sepo.commands.finetune",
     "sepo.commands.oracle",
     "sepo.commands.bench",
+    "sepo.commands.demo",
 ]
 
 DESCRIPTION = """\

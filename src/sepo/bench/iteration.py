@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import replace
-
 import torch
 
 from sepo.diffusion.model import DiffusionModel
@@ -308,8 +306,3 @@ def extrapolate_reference(shared: dict, fraction: dict, counts: dict) -> dict:
                        "time extrapolated linearly in passes from the measured fraction (see reference_fraction)."),
         "estimator_seconds_extrapolated": round(prep + upd, 4),
     }
-
-
-def with_settings(config: FinetuneConfig, **changes) -> FinetuneConfig:
-    """``config`` with ``changes`` (validated by :class:`FinetuneConfig`)."""
-    return replace(config, **changes)

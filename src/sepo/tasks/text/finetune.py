@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from torch import nn
 
 from sepo.errors import CheckpointError, ConfigError, DataError
 from sepo.rl.config import FinetuneConfig
@@ -37,7 +38,7 @@ from sepo.rl.rewards import Reward
 from sepo.utils.config import from_dict
 from sepo.utils.io import write_json
 
-__all__ = ["TextOptions", "PromptSet", "hh_format", "text_options", "check_base",
+__all__ = ["TextOptions", "EosBlockedNet", "with_min_new_tokens", "unwrap", "PromptSet", "hh_format", "text_options", "check_base",
            "load_text_policy", "training_prompts", "evaluation_prompts", "text_reward", "default_judges",
            "complete", "win_rate", "score_completions", "finetune_text", "PROMPT_FORMATS"]
 
@@ -79,6 +80,10 @@ class TextOptions:
         eval_seed: seed of the evaluation draws (shared by the pretrained and the fine-tuned model).
         sequence_length: tokens per generated sequence, prompt included (``None``: the model's length; a shorter
             value saves compute with long-context checkpoints such as SEDD's 1,024).
+        min_new_tokens: the end-of-text token is forbidden in the first this-many completion positions (counted
+            from the shortest prompt), for the policy, the reference and every evaluated model alike — Hugging
+            Face's ``min_new_tokens``. Without it a policy can raise the reward by not generating at all
+            (measured, docs/text.md). 0 disables it.
     """
 
     reward: str = "ngram"
@@ -97,6 +102,7 @@ class TextOptions:
     monitor_judges: bool = True
     eval_seed: int = 1234
     sequence_length: Optional[int] = None
+    min_new_tokens: int = 8
 
     def __post_init__(self):
         if not (self.reward == "ngram" or self.reward.startswith("hf:")):
@@ -106,6 +112,8 @@ class TextOptions:
         for name in ("reward_batch_size", "reward_max_length", "prompt_tokens", "train_prompts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be >= 0, got {self.min_new_tokens}")
         if self.eval_prompts < 0:
             raise ValueError(f"eval_prompts must be >= 0, got {self.eval_prompts}")
         if any(int(s) < 1 for s in self.eval_sampling_steps):
@@ -151,6 +159,56 @@ def load_text_policy(base: str | Path, *, device: str = "cpu"):
         raise CheckpointError(f"{path} has {model.vocab_size} tokens but its tokenizer {tokenizer.name} has "
                               f"{tokenizer.vocab_size}; this is not a text model")
     return model, info, tokenizer
+
+
+class EosBlockedNet(nn.Module):
+    """``net(x_t, sigma_bar) -> [B, L, K]`` with the end-of-text output forbidden at the positions ``blocked``
+    (``[L_max]`` bool): its logit / log-score there is set to −10⁴ (probability exactly 0 in float32, no NaN).
+    Works for every parameterisation (SUBS and denoiser logits, log concrete scores): the eos column is an
+    output like any other. The parameters are those of ``inner``."""
+
+    def __init__(self, inner: nn.Module, *, eos_id: int, blocked: torch.Tensor):
+        super().__init__()
+        self.inner = inner
+        self.eos_id = int(eos_id)
+        self.register_buffer("blocked", blocked.to(torch.bool).clone(), persistent=False)
+
+    def forward(self, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x_t, sigma_bar)
+        where = torch.zeros(out.shape[-1], dtype=torch.bool, device=out.device)
+        where[self.eos_id] = True
+        mask = self.blocked[: out.shape[1], None].to(out.device) & where[None, :]  # [L, K]
+        return out.masked_fill(mask, -1e4)
+
+
+def with_min_new_tokens(model, *, eos_id: int, prompt_length: int, min_new_tokens: int):
+    """A :class:`~sepo.diffusion.DiffusionModel` sharing ``model``'s parameters whose end-of-text token is
+    forbidden at positions ``prompt_length … prompt_length + min_new_tokens - 1`` (``model`` itself if
+    ``min_new_tokens == 0``). :func:`unwrap` gives the plain model back (for saving)."""
+    from sepo.diffusion import DiffusionModel
+
+    if min_new_tokens <= 0:
+        return model
+    length = int(model.config.length)
+    blocked = torch.zeros(length, dtype=torch.bool)
+    blocked[prompt_length: prompt_length + min_new_tokens] = True
+    net = model.net.inner if isinstance(model.net, EosBlockedNet) else model.net
+    wrapped = DiffusionModel(EosBlockedNet(net, eos_id=eos_id, blocked=blocked), model.process,
+                             parameterization=model.parameterization, time_conditioned=model.time_conditioned)
+    wrapped.config = model.config
+    return wrapped.to(next(net.parameters()).device).train(model.training)
+
+
+def unwrap(model):
+    """The plain model of a :func:`with_min_new_tokens` wrapper (parameters shared)."""
+    from sepo.diffusion import DiffusionModel
+
+    if not isinstance(model.net, EosBlockedNet):
+        return model
+    plain = DiffusionModel(model.net.inner, model.process, parameterization=model.parameterization,
+                           time_conditioned=model.time_conditioned)
+    plain.config = model.config
+    return plain
 
 
 # ---------------------------------------------------------------- prompts
@@ -346,10 +404,15 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
             raise ConfigError(f"sequence_length {options.sequence_length} exceeds the model's maximum length {length}")
         length = int(options.sequence_length)
     prompts = training_prompts(tokenizer, options, length=length, seed=cfg.seed)
+    if options.min_new_tokens and min(prompts.lengths()) + options.min_new_tokens >= length:
+        raise ConfigError(f"min_new_tokens {options.min_new_tokens} leaves no room for the end of text after prompts of "
+                          f"{min(prompts.lengths())} tokens at length {length}; lower it")
+    policy = with_min_new_tokens(policy, eos_id=tokenizer.eos_id, prompt_length=min(prompts.lengths()),
+                                 min_new_tokens=options.min_new_tokens)
     reward = reward or text_reward(options.reward, tokenizer, device=cfg.device, batch_size=options.reward_batch_size,
                                    max_length=options.reward_max_length, label=options.reward_label)
     judges = default_judges() if (options.judges or options.monitor_judges) else {}
-    reference = copy.deepcopy(policy).eval()
+    reference = copy.deepcopy(policy).eval()  # the pretrained model, with the same end-of-text constraint
     monitored = _RolloutJudges(reward, tokenizer, judges) if options.monitor_judges else None
     train_reward = Reward(reward.name, monitored) if monitored is not None else reward
 
@@ -388,7 +451,7 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
                                                judges=judges if options.judges else {}))
         summary["evaluation"] = evals
     if out is not None:
-        save_model(out / "model", trainer.policy, vocab=vocab,
+        save_model(out / "model", unwrap(trainer.policy), vocab=vocab,
                    provenance={**({"task": "text"} if vocab == TEXT_VOCAB else {}), "finetuned_from": identity, "reward": reward.name,
                                "estimator": cfg.estimator, "iterations": trainer.iteration})
         write_json(out / "metrics.json", summary)
