@@ -22,11 +22,15 @@ from sepo.tasks.text.tokenizer import GPT2_VOCAB_SIZE, SEDD_MASK_ID, gpt2_tokeni
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-transformers = pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
 
 @pytest.fixture(scope="module")
-def gpt2_classifier(tmp_path_factory):
+def transformers():
+    return pytest.importorskip("transformers", reason="the hf extra (pip install 'sepo[hf]') is not installed")
+
+
+@pytest.fixture(scope="module")
+def gpt2_classifier(tmp_path_factory, transformers):
     """A tiny random GPT-2-architecture classifier (1 layer, width 16) with the real GPT-2 tokenizer, saved locally."""
     from sepo.tasks.text import assets
 
@@ -67,7 +71,7 @@ def test_hf_reward_matches_an_unbatched_forward(gpt2_classifier):
     assert torch.allclose(on_ids, reward(g2.decode_batch(ids)), atol=1e-6)
 
 
-def test_hf_reward_errors_are_one_line(tmp_path, gpt2_classifier):
+def test_hf_reward_errors_are_one_line(tmp_path, gpt2_classifier, transformers):
     from sepo.tasks.text.hf_reward import HFRewardModel
 
     with pytest.raises(CheckpointError, match="no Hugging Face model"):

@@ -514,11 +514,14 @@ def results_markdown(result: dict) -> str:
     a = result.get("assets", {})
     if a:
         o = a.get("oracles", {})
+        def auc(split):
+            v = (o.get(split) or {}).get("test_auroc_hepg2")
+            return "n/a" if v is None else f"{v:.3f}"
+
         lines += ["", "## Assets", "",
                   f"Pretrained model `{a.get('model')}`; oracle A (reward) `{a.get('oracle_a')}`, HepG2-vs-rest AUROC on "
-                  f"held-out chr1 {o.get('A', {}).get('test_auroc_hepg2', float('nan')):.3f}; oracle B (evaluation) "
-                  f"`{a.get('oracle_b')}`, AUROC {o.get('B', {}).get('test_auroc_hepg2', float('nan')):.3f}; disjoint training "
-                  "chromosomes."]
+                  f"held-out chr1 {auc('A')}; oracle B (evaluation) `{a.get('oracle_b')}`, AUROC {auc('B')}; disjoint "
+                  "training chromosomes."]
     lines += ["", "## Paper (for orientation: Gosai MPRA data and Enformer oracles, not comparable in absolute terms)", "",
               "| Method | Pred-Activity | ATAC-Acc % | 3-mer corr | JASPAR corr | App-Log-Lik |", "|---|---|---|---|---|---|"]
     for label, vals in PAPER_TABLE.items():

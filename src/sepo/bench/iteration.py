@@ -214,13 +214,14 @@ def reference_counts(*, num_samples: int, length: int, vocab_size: int, snis_sam
     """Exact network passes of the ``sepo-snis`` estimator with every Hamming neighbour (no prompt).
 
     Per sample and evaluation: ``(1 + L (|V| - 1)) · M`` sequence-forwards (each candidate's ``M``-draw
-    ELBO). Evaluations: ``draw`` (SNIS weights) and the old log-probabilities in ``prepare`` (no
-    gradient), then one per epoch with gradient.
+    ELBO). The reference code evaluates the old policy's SNIS quantities again in every epoch (no
+    gradient) next to the current policy's (with gradient): METHOD.md §6. (sepo's own ``sepo-snis``
+    evaluates the old policy once per iteration.)
     """
     candidates = 1 + length * (vocab_size - 1)
     per_eval = num_samples * candidates * snis_samples
     return {"candidates_per_sample": candidates, "passes_per_sample_per_evaluation": candidates * snis_samples,
-            "no_grad_passes": 2 * per_eval, "grad_passes": epochs * per_eval, "rows_per_forward": per_eval}
+            "no_grad_passes": epochs * per_eval, "grad_passes": epochs * per_eval, "rows_per_forward": per_eval}
 
 
 def time_snis_fraction(base: DiffusionModel, rollout: Rollout, *, snis_samples: int, neighbours: int | None,

@@ -30,17 +30,19 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 def speed_markdown(result: dict) -> str:
     """Tables of ``result`` (the ``speed.json`` content): iterations, phases, targets, samplers."""
     cfg, machine = result["config"], result["machine"]
-    out = [f"# Speed benchmark (preset `{result['preset']}`)", ""]
+    entries = result["entries"]
+    title = "Speed benchmark" if entries else "Sampler benchmark"
+    out = [f"# {title} (preset `{result['preset']}`)", ""]
     out.append(f"Run {machine['date']} on {machine['cpu']} ({machine['cpu_cores_usable']} usable cores, "
                f"{machine['torch_threads']} torch threads" + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
                + f"), torch {machine['torch']}, device `{machine['device']}`, seed {result['seed']}"
                + (f", load average at start {machine['load_average'][0]:.1f}" if machine.get("load_average") else "") + ".")
-    out.append(f"Model: {cfg['model']} ({cfg['model_parameters']:,} parameters), masked, L = {cfg['length']}; "
-               f"B = {cfg['num_generations']}, G = {cfg['num_groups']}, K = {cfg['num_iterations']}, M = {cfg['num_snis_samples']}, "
-               f"T = {cfg['sampling_steps']} ({cfg['sampler']} sampler), beta = {cfg['beta']}, KL over the last "
-               f"{cfg['kl_truncation_steps']} steps; reward `{cfg['reward']}`.")
+    if entries:
+        out.append(f"Model: {cfg['model']} ({cfg['model_parameters']:,} parameters), masked, L = {cfg['length']}; "
+                   f"B = {cfg['num_generations']}, G = {cfg['num_groups']}, K = {cfg['num_iterations']}, "
+                   f"M = {cfg['num_snis_samples']}, T = {cfg['sampling_steps']} ({cfg['sampler']} sampler), beta = {cfg['beta']}, "
+                   f"KL over the last {cfg['kl_truncation_steps']} steps; reward `{cfg['reward']}`.")
     out.append("")
-    entries = result["entries"]
     if entries:
         out += ["## One iteration", "",
                 "Seconds and network passes (sequence-forwards) of one whole iteration; `× rollout` = this / "

@@ -45,11 +45,10 @@ def subs_log_denoiser(logits: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> 
     vocab = mask_id
     log_d = torch.log_softmax(logits[..., :vocab].float(), dim=-1)
     unmasked = x_t != mask_id
-    if unmasked.any():
-        carry = torch.full_like(log_d, NEG_INF)
-        carry.scatter_(-1, x_t.clamp(max=vocab - 1).unsqueeze(-1), 0.0)
-        log_d = torch.where(unmasked.unsqueeze(-1), carry, log_d)
-    return log_d
+    # no `if unmasked.any()`: that would make the host wait for the GPU on every call
+    carry = torch.full_like(log_d, NEG_INF)
+    carry.scatter_(-1, x_t.clamp(max=vocab - 1).unsqueeze(-1), 0.0)
+    return torch.where(unmasked.unsqueeze(-1), carry, log_d)
 
 
 def _alpha(alpha: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

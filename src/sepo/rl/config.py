@@ -42,7 +42,7 @@ class FinetuneConfig:
         kl_truncation_steps: the KL covers the last this-many sampler steps (``None``: all steps).
         kl_sample_steps: evaluate the KL at this many of the truncated steps per iteration, drawn uniformly
             without replacement and reweighted so the KL and its gradient stay unbiased (``None``: all of
-            them). Saves network passes: ``kl_truncation_steps`` -> this many per sample and evaluation.
+            them; default 2). Saves network passes: ``kl_truncation_steps`` -> this many per sample and evaluation.
         kl_in_reward: subtract ``beta * KL_path`` (old policy, per sample) from the reward, which adds the
             score-function half of the KL gradient (see :mod:`sepo.rl.kl`).
         ref_sync_every: copy the policy into the reference every this-many iterations; ``0`` (default) keeps
@@ -54,8 +54,8 @@ class FinetuneConfig:
         corrector_steps: corrector ("gradient flow") steps after each predictor step.
         num_snis_samples: ``M``, Monte-Carlo draws per candidate likelihood for ``sepo-snis``.
         snis_neighbours: Hamming neighbours per sample for ``sepo-snis`` (``None``: all ``L (|V|-1)``).
-        sepo_positions: positions scored per sample for ``sepo`` on masked models (``None``: all positions;
-            an unbiased random subset otherwise). Passes per sample per epoch = this number.
+        sepo_positions: positions scored per sample for ``sepo`` on masked models (default 4: an unbiased
+            random subset, rescaled; ``None``: all positions). Passes per sample per epoch = this number.
         sepo_time: time at which ``sepo`` reads the model's scores (``None``: where ``alpha_t = 1 - 1/L``).
         trajectory_steps: steps scored per sample for ``trajectory`` (``None``: all steps that carry ``θ``).
         elbo_samples: Monte-Carlo draws per sample for ``elbo``.
@@ -84,7 +84,7 @@ class FinetuneConfig:
     scale_rewards: bool = True
     beta: float = 0.05
     kl_truncation_steps: int | None = 10
-    kl_sample_steps: int | None = None
+    kl_sample_steps: int | None = 2
     kl_in_reward: bool = True
     ref_sync_every: int = 0
     entropy_coef: float = 0.0
@@ -93,7 +93,7 @@ class FinetuneConfig:
     corrector_steps: int = 0
     num_snis_samples: int = 4
     snis_neighbours: int | None = None
-    sepo_positions: int | None = None
+    sepo_positions: int | None = 4
     sepo_time: float | None = None
     trajectory_steps: int | None = None
     elbo_samples: int = 4

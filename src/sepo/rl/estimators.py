@@ -289,6 +289,12 @@ class SnisEstimator(Estimator):
         with torch.no_grad():
             ll = self._candidate_loglik(model, rollout, torch.arange(n, device=rollout.x.device))
             rollout.aux["snis_q"] = torch.softmax(ll + log_corr, dim=-1)  # detached SNIS weights
+            rollout.aux["snis_old_ll"] = ll
+
+    def prepare(self, model, rollout, generator):
+        # the old policy's candidate likelihoods were computed once in draw(); reuse them
+        self.draw(model, rollout, generator)
+        return self._surrogate(rollout.aux["snis_old_ll"], rollout.aux["snis_q"])
 
     def _candidate_loglik(self, model, rollout, idx):
         cand = rollout.aux["snis_cand"][idx]
@@ -298,11 +304,14 @@ class SnisEstimator(Estimator):
         neg = _nelbo_units(model, cand.reshape(n * C, L), cand_t.reshape(n * C, M, L), t.repeat_interleave(C, 0))
         return -neg.mean(-1).reshape(n, C)
 
-    def log_probs(self, model, rollout, idx):
-        ll = self._candidate_loglik(model, rollout, idx)
-        q = rollout.aux["snis_q"][idx]
+    @staticmethod
+    def _surrogate(ll: torch.Tensor, q: torch.Tensor) -> UnitLogProbs:
+        """``log π̂(x) - Σ_y q_y log π̂(y)`` per sample as one unit."""
         surrogate = ll[:, 0] - (q * ll.masked_fill(q == 0, 0.0)).sum(-1)
         return UnitLogProbs(surrogate[:, None], torch.ones_like(surrogate[:, None]))
+
+    def log_probs(self, model, rollout, idx):
+        return self._surrogate(self._candidate_loglik(model, rollout, idx), rollout.aux["snis_q"][idx])
 
     def passes_per_sample(self, rollout):
         return float(rollout.aux["snis_cand_t"].shape[1] * self.samples)

@@ -31,7 +31,8 @@ FINETUNE_PRESETS: dict[str, dict[str, dict]] = {
         # (measured: trajectory reaches TV 0.029 to the optimum; the exact-gradient floor at 48 steps is 0.019)
         "tiny": dict(max_steps=400, num_groups=8, num_generations=16, num_iterations=2, learning_rate=0.05,
                      lr_scheduler_type="cosine", beta=0.1, kl_truncation_steps=None, kl_in_reward=True,
-                     scale_rewards=False, max_grad_norm=0.0, sampling_steps=48, save_every=50, log_every=10),
+                     kl_sample_steps=None, scale_rewards=False, max_grad_norm=0.0, sampling_steps=48, save_every=50,
+                     log_every=10),
     },
     "dna": {
         # 2 CPU cores, minutes (`sepo demo`, `sepo bench dna --preset tiny`): small batch, 32 sampling steps,
@@ -42,14 +43,14 @@ FINETUNE_PRESETS: dict[str, dict[str, dict]] = {
         # +1.9 by iteration 13, +2.2 +- 0.2 over iterations 15-40 with beta 0.01; beta 0.05 at the same lr
         # peaked at +1.0 and drifted back (KL 8).
         "tiny": dict(max_steps=30, num_groups=4, num_generations=8, num_iterations=2, learning_rate=3e-3,
-                     beta=0.01, kl_truncation_steps=4, sampling_steps=32, sepo_positions=8, loss_type="grpo",
-                     save_every=5),
+                     beta=0.01, kl_truncation_steps=4, kl_sample_steps=None, sampling_steps=32, sepo_positions=8,
+                     loss_type="grpo", save_every=5),
         # the paper's DNA setting (a GPU): batch 8, 8 groups, K=2, M=4, beta=0.05, lr 1e-4, eps 0.2,
         # 128 steps, one corrector step per sampling step, truncation 10; per-unit clipping as in "tiny" (the
         # paper's placement of the clip is not recoverable, METHOD.md §2)
         "paper": dict(max_steps=1000, num_groups=8, num_generations=8, num_iterations=2, learning_rate=1e-4,
-                      epsilon=0.2, beta=0.05, kl_truncation_steps=10, sampling_steps=128, corrector_steps=1,
-                      num_snis_samples=4, loss_type="grpo", save_every=50),
+                      epsilon=0.2, beta=0.05, kl_truncation_steps=10, kl_sample_steps=None, sampling_steps=128,
+                      corrector_steps=1, num_snis_samples=4, sepo_positions=16, loss_type="grpo", save_every=50),
     },
     "text": {
         # 2 CPU cores, minutes per run (docs/text.md): 8 prompts x 8 completions, 24 cached ancestral steps, one

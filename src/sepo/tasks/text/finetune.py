@@ -161,11 +161,17 @@ def load_text_policy(base: str | Path, *, device: str = "cpu"):
     return model, info, tokenizer
 
 
+#: log-odds by which a suppressed end-of-text token trails the likeliest token (see :class:`EosBlockedNet`)
+EOS_MARGIN = 40.0
+
+
 class EosBlockedNet(nn.Module):
-    """``net(x_t, sigma_bar) -> [B, L, K]`` with the end-of-text output forbidden at the positions ``blocked``
-    (``[L_max]`` bool): its logit / log-score there is set to −10⁴ (probability exactly 0 in float32, no NaN).
-    Works for every parameterisation (SUBS and denoiser logits, log concrete scores): the eos column is an
-    output like any other. The parameters are those of ``inner``."""
+    """``net(x_t, sigma_bar) -> [B, L, K]`` with the end-of-text output suppressed at the positions ``blocked``
+    (``[L_max]`` bool): its logit / log-score there is set to the position's largest output minus
+    :data:`EOS_MARGIN` (a constant: no gradient), so its probability is below ``e^-40 ≈ 4e-18`` of the likeliest
+    token's — never drawn in practice, yet positive, so that log-probabilities and the ``p log p`` terms of the KL
+    keep finite gradients (an exact zero gives ``0 · log 0`` gradients of NaN). Works for every
+    parameterisation (SUBS and denoiser logits, log concrete scores). The parameters are those of ``inner``."""
 
     def __init__(self, inner: nn.Module, *, eos_id: int, blocked: torch.Tensor):
         super().__init__()
@@ -178,7 +184,8 @@ class EosBlockedNet(nn.Module):
         where = torch.zeros(out.shape[-1], dtype=torch.bool, device=out.device)
         where[self.eos_id] = True
         mask = self.blocked[: out.shape[1], None].to(out.device) & where[None, :]  # [L, K]
-        return out.masked_fill(mask, -1e4)
+        floor = out.detach().amax(-1, keepdim=True) - EOS_MARGIN
+        return torch.where(mask, floor, out)
 
 
 def with_min_new_tokens(model, *, eos_id: int, prompt_length: int, min_new_tokens: int):
