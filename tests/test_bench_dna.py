@@ -90,8 +90,8 @@ def test_sepo_snis_is_excluded_with_its_counted_cost(bench_run):
     _, doc, _ = bench_run
     ex = doc["excluded"]["sepo_snis"]
     # every sample of the batch: itself + L (|V| - 1) = 1 + 200 * 3 neighbours, M = 4 ELBO draws each, evaluated
-    # twice without gradient (weights, old log-probs) and once per epoch (K = 2) with gradient
-    assert ex["estimator_passes_per_iteration"] == G * B * 601 * 4 * (2 + 2)
+    # once without gradient (SNIS weights and old likelihoods) and once per epoch (K = 2) with gradient
+    assert ex["estimator_passes_per_iteration"] == G * B * 601 * 4 * (1 + 2)
     # measured on one sample with 8 of its neighbours (9 candidates x M = 4 draws, one pass each with gradient)
     assert ex["fraction"]["grad_passes"] == 9 * 4 and ex["estimator_seconds_per_iteration"] > 0
     md = (bench_run[0] / "results.md").read_text()
@@ -122,6 +122,26 @@ def test_rerun_reuses_finished_runs(bench_run, capsys):
     assert (out / "runs/sepo/seed0/result.json").stat().st_mtime_ns == stamp
     again = json.loads((out / "results.json").read_text())
     assert again["methods"]["sepo"]["metrics"] == doc["methods"]["sepo"]["metrics"]
+
+
+def test_oracle_objects_and_a_custom_reference(bench_run, tmp_path):
+    out, doc, _ = bench_run
+    oracle_a, oracle_b = load_oracle(out / "assets" / "oracle-A"), load_oracle(out / "assets" / "oracle-B")
+    # the reference: exactly the sequences the pretrained row generates (same model, sampler and seed), so the
+    # 3-mer correlation must be 1 if and only if the custom reference is the one used
+    reference = encode(read_sequences(out / "runs" / "pretrained" / "seed0" / "samples.fasta")[1])
+    cfg = bench_config("tiny", overrides={**MICRO, "methods": ["pretrained"]})
+    again = run_dna_bench(cfg, out=tmp_path / "objects", seeds=[0], model=out / "assets" / "pretrained", oracle_a=oracle_a,
+                          oracle_b=oracle_b, reference=reference, progress=False, say=None)
+    metrics = again["methods"]["pretrained"]["metrics"]
+    assert metrics["kmer3_corr"]["mean"] == pytest.approx(1.0)
+    assert metrics["pred_activity"]["mean"] == pytest.approx(doc["methods"]["pretrained"]["metrics"]["pred_activity"]["mean"])
+    assert again["assets"]["oracle_a"] == "<Oracle object>"
+    assert again["reference_row"]["n"] == N and again["reference_row"]["pred_activity"] == pytest.approx(
+        float(oracle_b.activity(reference).double().quantile(0.5)), abs=1e-5)
+    with pytest.raises(ConfigError, match="same model"):
+        run_dna_bench(cfg, out=tmp_path / "same", seeds=[0], model=out / "assets" / "pretrained", oracle_a=oracle_a,
+                      oracle_b=oracle_a, progress=False, say=None)
 
 
 def test_aggregate_mean_and_sample_std():

@@ -85,6 +85,8 @@ def test_demo_table_is_the_evaluation_oracle_on_the_saved_samples(demo_run):
         acc = float((oracle_b.celltype_prob(tokens) > 0.5).double().mean())
         assert summary[name]["celltype_acc"] == pytest.approx(acc)
         assert summary[name]["unique_frac"] == len(set(seqs)) / len(seqs)
+        assert summary[name]["gc_frac"] == pytest.approx(sum(s.count("G") + s.count("C") for s in seqs) / (200 * len(seqs)))
+    assert summary["reference"]["n"] == MICRO["reference_size"] and 0.0 < summary["reference"]["gc_frac"] < 1.0
     acc = summary["acceptance"]
     gain = summary["sepo"]["pred_activity"] - summary["pretrained"]["pred_activity"]
     assert acc["median_gain"] == pytest.approx(gain)

@@ -49,6 +49,7 @@ __all__ = [
     "ensure_oracle",
     "ensure_pretrained",
     "run_demo",
+    "reference_stats",
     "sample_tokens",
     "versions",
 ]
@@ -204,6 +205,7 @@ class DnaEvaluator:
         self.pretrained = pretrained
         self.motifs = load_jaspar()
         ref = reference if reference is not None else top_hepg2_reference(reference_size, table=table)
+        self.reference = ref.cpu()
         self.profile = reference_profile(ref, motifs=self.motifs)
         self.elbo_steps = int(elbo_steps)
         self.elbo_step_samples = elbo_step_samples
@@ -215,7 +217,29 @@ class DnaEvaluator:
         metrics = evaluate_sequences(tokens.cpu(), eval_oracle=self.eval_oracle, pretrained_model=self.pretrained,
                                      reference=self.profile, motifs=self.motifs, elbo_steps=self.elbo_steps,
                                      elbo_step_samples=self.elbo_step_samples, generator=gen)
-        return {**metrics, "n": int(tokens.shape[0])}
+        return {**metrics, "gc_frac": gc_fraction(tokens), "n": int(tokens.shape[0])}
+
+
+    def reference_row(self) -> dict:
+        """:func:`reference_stats` of this evaluator's reference set."""
+        return reference_stats(self.eval_oracle, self.reference)
+
+
+def reference_stats(eval_oracle, reference: torch.Tensor) -> dict:
+    """Pred-Activity (median, IQR), cell-type accuracy and GC content of reference sequences ``[R, L]`` themselves
+    under the evaluation oracle: what real top HepG2 sites score, for orientation next to generated ones."""
+    from sepo.tasks.dna.metrics import celltype_accuracy, pred_activity
+
+    median, iqr = pred_activity(eval_oracle, reference)
+    return {"pred_activity": median, "pred_activity_iqr": iqr, "celltype_acc": celltype_accuracy(eval_oracle, reference),
+            "gc_frac": gc_fraction(reference), "n": int(reference.shape[0])}
+
+
+def gc_fraction(tokens: torch.Tensor) -> float:
+    """Fraction of G and C over all positions of ``[N, L]`` ACGT tokens (C = 1, G = 2): a composition check that
+    shows when a reward is being maximised by shifting base composition rather than by sequence features."""
+    tokens = tokens.cpu()
+    return float(((tokens == 1) | (tokens == 2)).double().mean())
 
 
 class RolloutMonitor:
@@ -340,12 +364,14 @@ def _fmt(v, digits: int = 3) -> str:
 def demo_table(rows: dict[str, dict]) -> str:
     """Markdown table of the before/after metrics (``name -> metrics`` with :data:`DEMO_METRICS`)."""
     head = ("| model | Pred-Activity (median) | IQR | cell-type acc | 3-mer corr | motif corr | App-Log-Lik | "
-            "Hamming div. | unique |")
-    lines = [head, "|" + "---|" * 9]
+            "Hamming div. | unique | GC |")
+    lines = [head, "|" + "---|" * 10]
     for name, m in rows.items():
+        gc = m.get("gc_frac")
         lines.append(f"| {name} | {_fmt(m['pred_activity'], 2)} | {_fmt(m['pred_activity_iqr'], 2)} | "
                      f"{100 * m['celltype_acc']:.1f} % | {_fmt(m['kmer3_corr'])} | {_fmt(m['motif_corr'])} | "
-                     f"{_fmt(m['app_log_lik'], 1)} | {_fmt(m['diversity_hamming'], 1)} | {100 * m['unique_frac']:.1f} % |")
+                     f"{_fmt(m['app_log_lik'], 1)} | {_fmt(m['diversity_hamming'], 1)} | {100 * m['unique_frac']:.1f} % | "
+                     + ("–" if gc is None else f"{100 * gc:.1f} %") + " |")
     return "\n".join(lines)
 
 
@@ -378,7 +404,13 @@ def _evaluate_phase(name: str, model, *, out: Path, cfg: DemoConfig, sampler, ev
         except json.JSONDecodeError:
             saved = {}
         if saved.get("key") == key:
-            return {**saved["metrics"], "_status": "reused"}
+            metrics = dict(saved["metrics"])
+            fasta = out / "samples" / f"{name}.fasta"
+            if "gc_frac" not in metrics and fasta.is_file():  # evaluated before the GC column existed
+                from sepo.tasks.dna.data import encode, read_sequences
+
+                metrics["gc_frac"] = gc_fraction(encode(read_sequences(fasta)[1]))
+            return {**metrics, "_status": "reused"}
     tokens, info = sample_tokens(model, n=cfg.num_samples, sampler=sampler, seed=cfg.sample_seed, progress=progress)
     write_fasta(out / "samples" / f"{name}.fasta", decode(tokens), names=[f"{name}_{i}" for i in range(len(tokens))])
     evaluator = evaluator_factory()
@@ -457,6 +489,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True, say: Ca
     """
     from sepo.models import load_model
     from sepo.rl.dna_recipe import dna_reward
+    from sepo.tasks.dna.metrics import top_hepg2_reference
     from sepo.rl.recipes import finetune_config, run_finetune
     from sepo.train.pretrain import resolve_device
     from sepo.utils.config import save_yaml, to_dict
@@ -570,9 +603,10 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True, say: Ca
 
     # 6. report
     summary = {
-        "pretrained": {k: results["pretrained"][k] for k in DEMO_METRICS},
-        "sepo": {k: results["sepo"][k] for k in DEMO_METRICS},
+        "pretrained": {k: results["pretrained"].get(k) for k in DEMO_METRICS + ("gc_frac",)},
+        "sepo": {k: results["sepo"].get(k) for k in DEMO_METRICS + ("gc_frac",)},
         "acceptance": _acceptance(results["pretrained"], results["sepo"]),
+        "reference": reference_stats(oracles["B"], top_hepg2_reference(cfg.reference_size, table=table)),
         "num_samples": cfg.num_samples,
         "oracles": {s: oracle_summary(oracles[s]) for s in "AB"},
         "finetune": {"config": to_dict(ft_cfg), "run": ft_summary, "dir": str(run_dir)},
@@ -619,6 +653,10 @@ def _summary_markdown(summary: dict) -> str:
         "3-mer / motif corr against the top held-out chr1 HepG2 sites; App-Log-Lik = median ELBO (nats) under the "
         "pretrained model.", "",
         demo_table({"pretrained": summary["pretrained"], "sepo": summary["sepo"]}), "",
+        "For orientation, the {n} reference sites themselves (top held-out chr1 HepG2 DHS sites) under oracle B: "
+        "Pred-Activity {pa:.2f} (IQR {iqr:.2f}), cell-type acc {ca:.1f} %, GC {gc:.1f} %.".format(
+            n=summary["reference"]["n"], pa=summary["reference"]["pred_activity"], iqr=summary["reference"]["pred_activity_iqr"],
+            ca=100 * summary["reference"]["celltype_acc"], gc=100 * summary["reference"]["gc_frac"]), "",
         f"Acceptance: median gain {acc['median_gain']:+.2f} vs pretrained IQR {acc['pretrained_iqr']:.2f} "
         f"({'met' if acc['gain_exceeds_iqr'] else 'not met'}); unique fraction {100 * acc['unique_frac']:.1f} % "
         f"({'>=' if acc['unique_frac_at_least_0.9'] else '<'} 90 %).", "",

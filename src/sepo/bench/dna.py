@@ -85,6 +85,7 @@ TABLE_METRICS = (
     ("app_log_lik", "App-Log-Lik ↑", 1.0),
     ("diversity_hamming", "Hamming div.", 1.0),
     ("unique_frac", "Unique %", 100.0),
+    ("gc_frac", "GC %", 100.0),
 )
 COST_KEYS = ("reward_calls", "soft_reward_calls", "network_passes", "train_network_passes", "sample_network_passes",
              "wall_s", "train_wall_s", "sample_wall_s", "cpu_s")
@@ -332,6 +333,17 @@ def _run_drakes(method: str, *, cfg, ctx, seed: int, run_dir: Path) -> tuple[tor
     return tokens, {"cost": cost, "settings": asdict(dcfg), "curve": curve}
 
 
+def _divergence(run_dir: Path) -> int | None:
+    """First iteration whose loss or gradient norm was not finite (the weights are then corrupt), or ``None``."""
+    from sepo.utils.logging import read_jsonl
+
+    path = run_dir / "metrics.jsonl"
+    for rec in read_jsonl(path) if path.is_file() else []:  # json writes NaN / Infinity and reads them back as floats
+        if any(isinstance(rec.get(k), float) and not math.isfinite(rec[k]) for k in ("loss", "grad_norm")):
+            return int(rec["step"])
+    return None
+
+
 def _run_key(cfg: DnaBenchConfig, method: str) -> dict:
     """The settings a ``(method, seed)`` result depends on (a change invalidates the saved run)."""
     from sepo.utils.config import to_dict
@@ -340,6 +352,13 @@ def _run_key(cfg: DnaBenchConfig, method: str) -> dict:
     for name in ("methods", "device", "snis_cost_samples", "snis_cost_neighbours", "pretrain", "pretrain_preset", "oracle", "oracle_preset", "oracle_seed"):
         data.pop(name)  # assets are identified by their weights (the context key); these do not change a run
     data["method_settings"] = _settings(cfg, method)
+    kind = METHODS[method].kind
+    if kind in ("finetune", "drakes"):  # the resolved settings, so a change of a preset's values invalidates the run too
+        from dataclasses import asdict
+
+        resolved = (to_dict(_finetune_config(cfg, method, 0, "cpu")) if kind == "finetune"
+                    else asdict(_drakes_config(cfg, method, 0, "cpu")))
+        data["resolved"] = {k: v for k, v in resolved.items() if k not in ("seed", "device")}
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
@@ -361,7 +380,14 @@ def run_method(method: str, seed: int, *, cfg: DnaBenchConfig, ctx, out: Path) -
             shutil.rmtree(run_dir)
         elif path.is_file():
             try:
-                return json.loads(path.read_text())
+                saved = json.loads(path.read_text())
+                saved.setdefault("diverged_at", _divergence(run_dir))
+                if "gc_frac" not in saved["metrics"] and (run_dir / "samples.fasta").is_file():
+                    from sepo.demo import gc_fraction
+                    from sepo.tasks.dna.data import encode, read_sequences
+
+                    saved["metrics"]["gc_frac"] = gc_fraction(encode(read_sequences(run_dir / "samples.fasta")[1]))
+                return saved
             except json.JSONDecodeError:
                 pass
     elif run_dir.exists():
@@ -381,7 +407,7 @@ def run_method(method: str, seed: int, *, cfg: DnaBenchConfig, ctx, out: Path) -
     cost["wall_s"] = round((cost["train_wall_s"] or 0.0) + cost["sample_wall_s"], 3)
     result = {"method": method, "label": METHODS[method].label, "kind": kind, "seed": seed, "key": key,
               "metrics": metrics, "cost": cost, "eval_wall_s": round(time.perf_counter() - t0, 3),
-              "settings": rec["settings"], "curve": rec["curve"]}
+              "settings": rec["settings"], "curve": rec["curve"], "diverged_at": _divergence(run_dir)}
     write_json(path, result)
     return result
 
@@ -394,7 +420,7 @@ def measure_snis_cost(*, cfg: DnaBenchConfig, ctx) -> dict:
     """Per-iteration cost of ``sepo_snis`` at the benchmark's batch: its estimator measured on
     ``snis_cost_samples`` samples (``snis_cost_neighbours`` Hamming neighbours, ``M`` ELBO draws each) and
     extrapolated linearly in passes to the exact count of the full estimator
-    (:func:`sepo.bench.iteration.reference_counts`)."""
+    (one evaluation of every candidate without gradient and one per epoch with it)."""
     from sepo.bench.iteration import reference_counts, time_snis_fraction
     from sepo.rl.rollout import collect_rollouts
 
@@ -406,8 +432,13 @@ def measure_snis_cost(*, cfg: DnaBenchConfig, ctx) -> dict:
     neighbours = cfg.snis_cost_neighbours if cfg.snis_cost_neighbours is not None else ft.snis_neighbours
     frac = time_snis_fraction(ctx.pretrained, rollout, snis_samples=ft.num_snis_samples, neighbours=neighbours,
                               num_samples=k, epsilon=ft.epsilon, seed=0, device=ctx.device)
-    counts = reference_counts(num_samples=ft.batch_size, length=ctx.length, vocab_size=ctx.pretrained.vocab_size,
-                              snis_samples=ft.num_snis_samples, epochs=ft.num_iterations)
+    ref = reference_counts(num_samples=ft.batch_size, length=ctx.length, vocab_size=ctx.pretrained.vocab_size,
+                           snis_samples=ft.num_snis_samples, epochs=ft.num_iterations)
+    # sepo's sepo-snis: the old policy's candidate likelihoods once per iteration (no gradient), then one
+    # evaluation with gradient per epoch; every candidate is x or one of its L (|V| - 1) neighbours
+    per_eval = ft.batch_size * ref["passes_per_sample_per_evaluation"]
+    counts = {"candidates_per_sample": ref["candidates_per_sample"], "no_grad_passes": per_eval,
+              "grad_passes": ft.num_iterations * per_eval}
     est_seconds = counts["no_grad_passes"] * frac["seconds_per_no_grad_pass"] + counts["grad_passes"] * frac["seconds_per_grad_pass"]
     return {"measured_on_samples": k, "batch": ft.batch_size, "epochs": ft.num_iterations, "snis_samples": ft.num_snis_samples,
             "estimator_passes_per_iteration": counts["no_grad_passes"] + counts["grad_passes"],
@@ -437,9 +468,10 @@ def aggregate(results: dict[str, list[dict]]) -> dict:
             continue
         out[method] = {
             "label": runs[0]["label"], "kind": runs[0]["kind"], "seeds": [r["seed"] for r in runs],
-            "metrics": {k: _stats([r["metrics"].get(k) for r in runs]) for k in METRIC_KEYS},
+            "metrics": {k: _stats([r["metrics"].get(k) for r in runs]) for k in METRIC_KEYS + ("gc_frac",)},
             "cost": {k: _stats([r["cost"].get(k) for r in runs]) for k in COST_KEYS},
             "settings": runs[0]["settings"],
+            "diverged": {r["seed"]: r["diverged_at"] for r in runs if r.get("diverged_at") is not None},
         }
     return out
 
@@ -473,13 +505,26 @@ def results_markdown(result: dict) -> str:
              "acc = fraction with p(HepG2) > 0.5 under oracle B (the ATAC-Acc analogue); 3-mer / motif corr = Pearson / "
              "Spearman correlation with the top held-out chr1 HepG2 sites (motifs: JASPAR2024 CORE vertebrates); "
              f"App-Log-Lik = median ELBO (nats) under the pretrained model ({cfg['elbo_step_samples'] or 'all'} ELBO terms "
-             "per sequence); Hamming div. = mean pairwise Hamming distance (of 200).", ""]
+             "per sequence); Hamming div. = mean pairwise Hamming distance (of 200); GC % = G+C content, the composition "
+             "check.", ""]
     head = ["Method"] + [h for _, h, _ in TABLE_METRICS]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in methods.values():
-        digits = {"pred_activity": 2, "app_log_lik": 1, "diversity_hamming": 1, "celltype_acc": 1, "unique_frac": 1}
-        row = [m["label"]] + [_ms(m["metrics"][k], s, digits.get(k, 3)) for k, _, s in TABLE_METRICS]
+        digits = {"pred_activity": 2, "app_log_lik": 1, "diversity_hamming": 1, "celltype_acc": 1, "unique_frac": 1,
+                  "gc_frac": 1}
+        label = m["label"] + (" †" if m.get("diverged") else "")
+        row = [label] + [_ms(m["metrics"][k], s, digits.get(k, 3)) for k, _, s in TABLE_METRICS]
         lines.append("| " + " | ".join(row) + " |")
+    ref = result.get("reference_row")
+    if ref:
+        lines += ["", f"For orientation, the {ref['n']} reference sites themselves (real top held-out HepG2 DHS sites): "
+                  f"Pred-Activity {ref['pred_activity']:.2f} (IQR {ref['pred_activity_iqr']:.2f}), cell-type acc "
+                  f"{100 * ref['celltype_acc']:.1f} %, GC {100 * ref['gc_frac']:.1f} %."]
+    diverged = {m["label"]: m["diverged"] for m in methods.values() if m.get("diverged")}
+    if diverged:
+        lines += ["", "† Diverged (a non-finite loss or gradient corrupted the weights; the row reports what the corrupt "
+                  "model samples): " + "; ".join(f"{label}: " + ", ".join(f"seed {s} at iteration {it}" for s, it in d.items())
+                                                 for label, d in diverged.items()) + "."]
     lines += ["", "## Budgets (per seed)", "",
               "Reward calls = train-oracle (A) evaluations of whole sequences; soft-reward calls = differentiable "
               "evaluations with a gradient (CG, TDS, DRAKES). Network passes = sequence-forwards of the diffusion "
@@ -582,7 +627,6 @@ def _plot_bars(out: Path, methods: dict) -> str:
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(header.replace(" ↑", ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes.flat[-1].axis("off")
     fig.suptitle("DNA benchmark: mean ± std over seeds")
     fig.tight_layout()
     with atomic_path(out / "metric_bars.png") as tmp:
@@ -694,6 +738,7 @@ def run_dna_bench(cfg: DnaBenchConfig, *, out: str | Path, seeds: list[int], pre
                    soft_reward=oracle_soft_reward(oracles["A"]), evaluator=evaluator, device=device,
                    length=pretrained.config.length, progress=progress, key=key)
 
+    reference_row = evaluator.reference_row()
     results: dict[str, list[dict]] = {m: [] for m in cfg.methods}
     excluded: dict[str, dict] = {}
     document: dict = {}
@@ -706,7 +751,7 @@ def run_dna_bench(cfg: DnaBenchConfig, *, out: str | Path, seeds: list[int], pre
             "versions": versions(), "assets": {"model": str(model_dir), "oracle_a": str(oracle_dirs["A"]),
                                                "oracle_b": str(oracle_dirs["B"]),
                                                "oracles": {s: oracle_summary(o) for s, o in oracles.items()}},
-            "methods": methods, "excluded": excluded, "complete": final,
+            "methods": methods, "excluded": excluded, "complete": final, "reference_row": reference_row,
             "seconds": round(time.perf_counter() - t_all, 1),
             "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "curves": {m: [{"seed": r["seed"], "curve": r["curve"]} for r in runs] for m, runs in results.items()
@@ -744,7 +789,8 @@ def run_dna_bench(cfg: DnaBenchConfig, *, out: str | Path, seeds: list[int], pre
         snis["reason"] = (f"too expensive for this preset: its estimator alone needs "
                           f"{snis['estimator_passes_per_iteration']:,} network passes per iteration (every one of the "
                           f"{snis['counts']['candidates_per_sample'] - 1} Hamming neighbours of each of {snis['batch']} samples, "
-                          f"M = {snis['snis_samples']} ELBO draws, {snis['epochs']} epochs + 2 evaluations without gradient), "
+                          f"M = {snis['snis_samples']} ELBO draws each, evaluated once without gradient and in each of {snis['epochs']} "
+                          "epochs with gradient), "
                           f"measured at {snis['estimator_seconds_per_iteration']:.0f} s per iteration on this machine{ratio}; "
                           "the `paper` preset runs it")
         excluded["sepo_snis"] = snis

@@ -45,11 +45,13 @@ def subsample_kl_steps(step_ids: list[int], k: int | None, generator: torch.Gene
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Per-position KL ``[.., L]`` between categorical rows ``[.., L, S]``."""
-    return (torch.special.xlogy(p, p) - torch.special.xlogy(p, q.clamp_min(1e-30))).sum(-1)
+    # log of p.clamp_min: xlogy(p, p)'s gradient in its second argument is p / p = NaN where a computed p is 0
+    # (corrector kernels), and 0 * NaN poisons the whole backward pass
+    return (torch.special.xlogy(p, p.clamp_min(1e-30)) - torch.special.xlogy(p, q.clamp_min(1e-30))).sum(-1)
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
-    return -torch.special.xlogy(p, p).sum(-1)
+    return -torch.special.xlogy(p, p.clamp_min(1e-30)).sum(-1)
 
 
 @torch.no_grad()
