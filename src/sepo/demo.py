@@ -501,6 +501,10 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True, say: Ca
     ft_cfg = finetune_config("dna", cfg.finetune_preset, overrides={**cfg.finetune, "device": device})
     save_yaml(out / "demo_config.yaml", cfg)
     phases: dict[str, dict] = {}
+    try:  # a rerun keeps what the phases it reuses cost when they actually ran
+        previous = json.loads((out / "summary.json").read_text()).get("phases", {})
+    except (OSError, json.JSONDecodeError):
+        previous = {}
     total = 6
     t_all = time.perf_counter()
 
@@ -510,6 +514,9 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True, say: Ca
         status = fn()
         sec = time.perf_counter() - t0
         phases[title] = {"status": status, "seconds": round(sec, 1)}
+        if "reused" in str(status) and title in previous:
+            prev = previous[title]
+            phases[title]["when_run"] = prev.get("when_run") or {"status": prev.get("status"), "seconds": prev.get("seconds")}
         _say(say, f"[{i}/{total}] {title}: {status} in {sec:.0f} s")
 
     # 1. pretrained model
@@ -666,7 +673,9 @@ def _summary_markdown(summary: dict) -> str:
         f"KL over the last {ft['kl_truncation_steps']} steps.", "",
         "Oracles (HepG2-vs-rest AUROC on held-out chr1): "
         + ", ".join(f"{s} {_fmt(o['test_auroc_hepg2'])}" for s, o in summary["oracles"].items()) + ".", "",
-        "Phases: " + "; ".join(f"{name}: {p['status']}, {p['seconds']:.0f} s" for name, p in summary["phases"].items()) + ".", "",
+        "Phases: " + "; ".join(f"{name}: {p['status']}, {p['seconds']:.0f} s"
+                               + (f" (when run: {p['when_run']['status']}, {p['when_run']['seconds']:.0f} s)" if p.get("when_run") else "")
+                               for name, p in summary["phases"].items()) + ".", "",
         f"Machine: {m['cpu']}, {m['cpu_cores_usable']} cores, torch {m['torch']}"
         + (f", load average {load[0]:.1f}" if load else "") + f"; total {summary['seconds']:.0f} s.",
     ]

@@ -49,9 +49,10 @@ from sepo.diffusion.process import MaskedProcess
 from sepo.diffusion.sampling import SAMPLERS, SamplerConfig, initial_state, kernel_probs, plan_steps
 from sepo.errors import CheckpointError, ConfigError, RewardError
 from sepo.guidance.common import categorical, expand_constraint, model_device, uniform
+from sepo.rl.loop import train_loop
 from sepo.rl.trainer import weights_fingerprint
 from sepo.utils.io import atomic_dir, write_json
-from sepo.utils.logging import MetricLogger, plot_curves, read_jsonl
+from sepo.utils.logging import MetricLogger
 
 __all__ = ["DrakesConfig", "RelaxedRollout", "relaxed_rollout", "straight_through_gumbel", "kernel_kl", "DrakesTrainer"]
 
@@ -332,39 +333,9 @@ class DrakesTrainer:
 
     def train(self) -> list[dict]:
         """Run until ``max_steps`` iterations; log, checkpoint and plot along the way."""
-        from tqdm.auto import tqdm
-
-        cfg = self.cfg
-        label = "drakes" if cfg.beta > 0 else "drakes w/o KL"
-        bar = tqdm(total=cfg.max_steps, initial=self.iteration, desc=label, disable=not self.progress)
-        while self.iteration < cfg.max_steps:
-            metrics = self.step()
-            last = self.iteration == cfg.max_steps
-            if self.evaluate is not None and (self.iteration % cfg.log_every == 0 or last):
-                metrics.update(self.evaluate(self.policy, self.iteration))
-            if self.logger is not None and (self.iteration % cfg.log_every == 0 or last):
-                self.logger.log(self.iteration, metrics)
-            if self.out_dir is not None and (self.iteration % cfg.save_every == 0 or last):
-                self.save()
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl']:.3f}")
-        bar.close()
-        if self.out_dir is not None:
-            self.plot()
-        return self.history
-
-    def plot(self) -> None:
-        recs = read_jsonl(self.out_dir / "metrics.jsonl") if self.out_dir else []
-        if not recs:
-            return
-        its = [r["step"] for r in recs]
-        series = {"reward (train)": (its, [r["reward_mean"] for r in recs])}
-        for key in ("eval_reward", "pred_activity"):
-            pts = [(r["step"], r[key]) for r in recs if key in r]
-            if pts:
-                series[key] = ([p[0] for p in pts], [p[1] for p in pts])
-        plot_curves(self.out_dir / "reward.png", series, xlabel="iteration", ylabel="reward",
-                    title=f"DRAKES (beta={self.cfg.beta:g}, truncation={self.cfg.truncation_steps})")
+        label = "drakes" if self.cfg.beta > 0 else "drakes w/o KL"
+        return train_loop(self, desc=label, postfix=("reward_mean", "kl"),
+                          title=f"DRAKES (beta={self.cfg.beta:g}, truncation={self.cfg.truncation_steps})")
 
     # ------------------------------------------------------------------ state
     def save(self) -> Path:

@@ -26,12 +26,13 @@ from sepo.diffusion.model import DiffusionModel
 from sepo.errors import CheckpointError, RewardError
 from sepo.utils.config import to_dict
 from sepo.utils.io import atomic_dir, write_json
-from sepo.utils.logging import MetricLogger, plot_curves, read_jsonl
+from sepo.utils.logging import MetricLogger
 
 from .advantages import compute_advantages
 from .config import FinetuneConfig
 from .estimators import make_estimator
 from .kl import kl_step_indices, path_kl, reference_kernels, subsample_kl_steps
+from .loop import train_loop
 from .loss import clipped_policy_loss
 from .rewards import Reward
 from .rollout import Rollout, collect_rollouts
@@ -214,37 +215,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> list[dict]:
         """Run until ``max_steps`` iterations; log, checkpoint and plot along the way."""
-        from tqdm.auto import tqdm
-
-        cfg = self.cfg
-        bar = tqdm(total=cfg.max_steps, initial=self.iteration, desc=f"finetune ({cfg.estimator})", disable=not self.progress)
-        while self.iteration < cfg.max_steps:
-            metrics = self.step()
-            if self.evaluate is not None and (self.iteration % cfg.log_every == 0 or self.iteration == cfg.max_steps):
-                metrics.update(self.evaluate(self.policy, self.iteration))
-            if self.logger is not None and (self.iteration % cfg.log_every == 0 or self.iteration == cfg.max_steps):
-                self.logger.log(self.iteration, metrics)
-            if self.out_dir is not None and (self.iteration % cfg.save_every == 0 or self.iteration == cfg.max_steps):
-                self.save()
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}")
-        bar.close()
-        if self.out_dir is not None:
-            self.plot()
-        return self.history
-
-    def plot(self) -> None:
-        recs = read_jsonl(self.out_dir / "metrics.jsonl") if self.out_dir else []
-        if not recs:
-            return
-        its = [r["step"] for r in recs]
-        series = {"reward (train)": (its, [r["reward_mean"] for r in recs])}
-        for key in ("eval_reward", "pred_activity"):
-            pts = [(r["step"], r[key]) for r in recs if key in r]
-            if pts:
-                series[key] = ([p[0] for p in pts], [p[1] for p in pts])
-        plot_curves(self.out_dir / "reward.png", series, xlabel="iteration", ylabel="reward",
-                    title=f"SEPO fine-tuning ({self.cfg.estimator})")
+        return train_loop(self, desc=f"finetune ({self.cfg.estimator})", title=f"SEPO fine-tuning ({self.cfg.estimator})")
 
     # ------------------------------------------------------------------ state
     def state_dict(self, generator_state: torch.Tensor | None = None) -> dict:

@@ -1,0 +1,53 @@
+"""The outer loop shared by every fine-tuning trainer (SEPO's :class:`~sepo.rl.trainer.Trainer`, DRAKES):
+step until ``max_steps``, evaluate/log every ``log_every``, checkpoint every ``save_every``, then plot.
+
+A trainer provides ``cfg`` (``max_steps``, ``log_every``, ``save_every``), ``iteration``, ``step() -> dict``,
+``policy``, ``history``, ``evaluate`` (or ``None``), ``logger`` (or ``None``), ``out_dir`` (or ``None``),
+``progress``, ``save()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sepo.utils.logging import plot_curves, read_jsonl
+
+__all__ = ["train_loop", "plot_reward_curves"]
+
+
+def train_loop(trainer, *, desc: str, title: str, postfix: tuple[str, ...] = ("reward_mean",)) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    cfg = trainer.cfg
+    bar = tqdm(total=cfg.max_steps, initial=trainer.iteration, desc=desc, disable=not trainer.progress)
+    while trainer.iteration < cfg.max_steps:
+        metrics = trainer.step()
+        last = trainer.iteration == cfg.max_steps
+        report = trainer.iteration % cfg.log_every == 0 or last
+        if trainer.evaluate is not None and report:
+            metrics.update(trainer.evaluate(trainer.policy, trainer.iteration))
+        if trainer.logger is not None and report:
+            trainer.logger.log(trainer.iteration, metrics)
+        if trainer.out_dir is not None and (trainer.iteration % cfg.save_every == 0 or last):
+            trainer.save()
+        bar.update(1)
+        bar.set_postfix({k.removesuffix("_mean"): f"{metrics[k]:.3f}" for k in postfix if k in metrics})
+    bar.close()
+    if trainer.out_dir is not None:
+        plot_reward_curves(trainer.out_dir, title=title)
+    return trainer.history
+
+
+def plot_reward_curves(out_dir: str | Path, *, title: str) -> None:
+    """``reward.png`` from ``metrics.jsonl``: the training reward and any evaluation curves logged with it."""
+    out_dir = Path(out_dir)
+    recs = read_jsonl(out_dir / "metrics.jsonl")
+    if not recs:
+        return
+    its = [r["step"] for r in recs]
+    series = {"reward (train)": (its, [r["reward_mean"] for r in recs])}
+    for key in ("eval_reward", "pred_activity"):
+        pts = [(r["step"], r[key]) for r in recs if key in r]
+        if pts:
+            series[key] = ([p[0] for p in pts], [p[1] for p in pts])
+    plot_curves(out_dir / "reward.png", series, xlabel="iteration", ylabel="reward", title=title)
