@@ -489,8 +489,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True, say: Ca
     """
     from sepo.models import load_model
     from sepo.rl.dna_recipe import dna_reward
-    from sepo.tasks.dna.metrics import top_hepg2_reference
     from sepo.rl.recipes import finetune_config, run_finetune
+    from sepo.tasks.dna.metrics import top_hepg2_reference
     from sepo.train.pretrain import resolve_device
     from sepo.utils.config import save_yaml, to_dict
     from sepo.utils.io import write_json, write_text

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from sepo.diffusion.model import DiffusionModel
@@ -49,7 +49,7 @@ from sepo.diffusion.process import MaskedProcess
 from sepo.diffusion.sampling import SAMPLERS, SamplerConfig, initial_state, kernel_probs, plan_steps
 from sepo.errors import CheckpointError, ConfigError, RewardError
 from sepo.guidance.common import categorical, expand_constraint, model_device, uniform
-from sepo.rl.loop import train_loop
+from sepo.rl.loop import read_run_state, train_loop
 from sepo.rl.trainer import weights_fingerprint
 from sepo.utils.io import atomic_dir, write_json
 from sepo.utils.logging import MetricLogger
@@ -357,19 +357,8 @@ class DrakesTrainer:
         return target
 
     def _load_state(self) -> None:
-        path = self.out_dir / "state"
-        if not (path / "trainer.pt").is_file():
-            raise CheckpointError(f"no DRAKES run state in {path}; start without resume")
-        try:
-            state = torch.load(path / "trainer.pt", weights_only=False)
-            weights = load_file(str(path / "policy.safetensors"))
-        except Exception as e:
-            raise CheckpointError(f"run state in {path} is unreadable ({type(e).__name__}); delete it or start a new out_dir") from None
-        if state.get("format") != "sepo-drakes-state":
-            raise CheckpointError(f"{path} is not a DRAKES run state")
-        if state["reference"].get("fingerprint") != self.base_identity.get("fingerprint"):
-            raise CheckpointError(f"the base model given differs from the one the run in {self.out_dir} started from "
-                                  "(weights fingerprint mismatch); resume with the same pretrained model")
+        state, weights = read_run_state(self.out_dir, fmt="sepo-drakes-state", fingerprint=self.base_identity.get("fingerprint"),
+                                        what="DRAKES run")
         saved, now = state["config"], asdict(self.cfg)
         changed = [k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k]]
         if changed:

@@ -811,9 +811,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", metavar="DIR", default=None,
                    help="folder of the pretrained model and oracles (pretrained/, oracle-A/, oracle-B/), trained there when "
                         "absent; a `sepo demo` output folder works (default: OUT/assets)")
-    p.add_argument("--model", metavar="DIR", default=None, help="pretrained DNA model directory (overrides --cache)")
-    p.add_argument("--oracle-a", metavar="DIR", default=None, help="fine-tuning oracle (split A) directory (overrides --cache)")
-    p.add_argument("--oracle-b", metavar="DIR", default=None, help="evaluation oracle (split B) directory (overrides --cache)")
+    p.add_argument("--model", metavar="DIR", default=None, help="pretrained DNA model directory (default: CACHE/pretrained)")
+    p.add_argument("--oracle-a", metavar="DIR", default=None, help="fine-tuning oracle (split A) directory (default: CACHE/oracle-A)")
+    p.add_argument("--oracle-b", metavar="DIR", default=None, help="evaluation oracle (split B) directory (default: CACHE/oracle-B)")
     p.add_argument("--methods", default=None, help="comma-separated subset of: " + ", ".join(METHODS) + " (default: the preset's list)")
     p.add_argument("--config", metavar="YAML", default=None, help="YAML file of DnaBenchConfig fields over the preset (default: none)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

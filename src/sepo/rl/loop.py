@@ -51,3 +51,30 @@ def plot_reward_curves(out_dir: str | Path, *, title: str) -> None:
         if pts:
             series[key] = ([p[0] for p in pts], [p[1] for p in pts])
     plot_curves(out_dir / "reward.png", series, xlabel="iteration", ylabel="reward", title=title)
+
+
+def read_run_state(out_dir: str | Path, *, fmt: str, fingerprint: str | None, what: str = "run") -> tuple[dict, dict]:
+    """Read ``<out>/state`` (``trainer.pt`` + ``policy.safetensors``) written by a trainer's ``save``.
+
+    Checks the format tag and that the run started from the base model with ``fingerprint``; any
+    problem is one actionable :class:`~sepo.errors.CheckpointError`. Returns ``(state, policy_weights)``.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    from sepo.errors import CheckpointError
+
+    path = Path(out_dir) / "state"
+    if not (path / "trainer.pt").is_file():
+        raise CheckpointError(f"no {what} state in {path}; start without --resume")
+    try:
+        state = torch.load(path / "trainer.pt", weights_only=False)
+        weights = load_file(str(path / "policy.safetensors"))
+    except Exception as e:
+        raise CheckpointError(f"{what} state in {path} is unreadable ({type(e).__name__}); delete it or start a new --out") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a {what} state")
+    if state["reference"].get("fingerprint") != fingerprint:
+        raise CheckpointError(f"the base model given differs from the one the run in {out_dir} started from "
+                              "(weights fingerprint mismatch); resume with the same base model")
+    return state, weights

@@ -32,7 +32,7 @@ from .advantages import compute_advantages
 from .config import FinetuneConfig
 from .estimators import make_estimator
 from .kl import kl_step_indices, path_kl, reference_kernels, subsample_kl_steps
-from .loop import train_loop
+from .loop import read_run_state, train_loop
 from .loss import clipped_policy_loss
 from .rewards import Reward
 from .rollout import Rollout, collect_rollouts
@@ -253,18 +253,8 @@ class Trainer:
     def _load_state(self) -> None:
         """Load ``<out>/state`` (weights, optimizer, RNG, counters) to continue exactly."""
         path = self.out_dir / "state"
-        if not (path / "trainer.pt").is_file():
-            raise CheckpointError(f"no run state in {path}; start without --resume")
-        try:
-            state = torch.load(path / "trainer.pt", weights_only=False)
-            weights = load_file(str(path / "policy.safetensors"))
-        except Exception as e:
-            raise CheckpointError(f"run state in {path} is unreadable ({type(e).__name__}); delete it or start a new --out") from None
-        if state.get("format") != "sepo-finetune-state":
-            raise CheckpointError(f"{path} is not a sepo fine-tuning state")
-        if state["reference"].get("fingerprint") != self.base_identity.get("fingerprint"):
-            raise CheckpointError(f"the base model given differs from the one the run in {self.out_dir} started from "
-                                  "(weights fingerprint mismatch); resume with the same --base")
+        state, weights = read_run_state(self.out_dir, fmt="sepo-finetune-state", fingerprint=self.base_identity.get("fingerprint"),
+                                        what="fine-tuning run")
         if state["config"].get("estimator") != self.cfg.estimator:
             raise CheckpointError(f"the saved run used estimator {state['config'].get('estimator')!r}, not {self.cfg.estimator!r}; "
                                   "resume with the same configuration")
