@@ -83,3 +83,22 @@ def test_gc_content_hand_value():
     # ACGT: C=1, G=2
     toks = torch.tensor([[0, 1, 2, 3], [1, 1, 2, 2]])
     assert torch.equal(gc_content(toks), torch.tensor([0.5, 1.0]))
+
+
+def test_dual_clip_bounds_runaway_ratios_of_negative_advantages():
+    # A = -1: ratio 10 > c = 3 -> objective -3 (constant, no gradient); ratio 2 < c -> PPO's -2 with gradient
+    logp = torch.tensor([[math.log(10.0)], [math.log(2.0)]], requires_grad=True)
+    adv = torch.tensor([-1.0, -1.0])
+    loss, stats = clipped_policy_loss(logp, torch.zeros(2, 1), torch.ones(2, 1), adv, epsilon=0.2, dual_clip=3.0)
+    assert loss.item() == pytest.approx((3.0 + 2.0) / 2)
+    loss.backward()
+    assert logp.grad[0, 0] == 0.0
+    assert logp.grad[1, 0] == pytest.approx(2.0 / 2)  # d(-(-ratio))/dlogp / 2 = ratio / 2
+    assert stats["clip_frac"] == pytest.approx(0.5)
+    # without it the runaway unit dominates the loss; positive advantages are untouched by the dual clip
+    plain, _ = clipped_policy_loss(logp.detach(), torch.zeros(2, 1), torch.ones(2, 1), adv, epsilon=0.2)
+    assert plain.item() == pytest.approx((10.0 + 2.0) / 2)
+    pos, _ = clipped_policy_loss(logp.detach(), torch.zeros(2, 1), torch.ones(2, 1), -adv, epsilon=0.2, dual_clip=3.0)
+    assert pos.item() == pytest.approx(-1.2)
+    with pytest.raises(ValueError, match="dual_clip"):
+        clipped_policy_loss(logp, torch.zeros(2, 1), torch.ones(2, 1), adv, epsilon=0.2, dual_clip=0.5)

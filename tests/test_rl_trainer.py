@@ -104,3 +104,46 @@ def test_cli_config_errors_are_one_line(tmp_path, capsys):
     assert "--base is required" in capsys.readouterr().err
     assert main(["finetune", "--task", "toy", "--out", str(tmp_path / "z"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def _poison(trainer, bad_iterations):
+    """Make the estimator's log-probabilities NaN during the given (1-based) iterations."""
+    real = trainer.estimator.log_probs
+
+    def log_probs(model, rollout, idx):
+        units = real(model, rollout, idx)
+        if trainer.iteration + 1 in bad_iterations:
+            units.logp = units.logp * float("nan")
+        return units
+
+    trainer.estimator.log_probs = log_probs
+
+
+def test_nonfinite_updates_are_skipped_and_leave_weights_intact(tmp_path):
+    w = _world()
+    tr = Trainer(w.model, reward=w.reward(), config=_cfg(max_steps=3), length=3, out_dir=None, progress=False)
+    _poison(tr, {2})
+    tr.step()
+    after_first = {k: v.clone() for k, v in tr.policy.state_dict().items()}
+    m = tr.step()
+    assert m["skipped_updates"] == 4  # 2 epochs x 2 minibatches, all NaN
+    assert all(torch.equal(after_first[k], v) for k, v in tr.policy.state_dict().items())
+    m = tr.step()  # training goes on, and the weights are finite
+    assert m["skipped_updates"] == 0
+    assert all(torch.isfinite(v).all() for v in tr.policy.state_dict().values())
+    assert not all(torch.equal(after_first[k], v) for k, v in tr.policy.state_dict().items())
+
+
+def test_persistent_nonfinite_updates_stop_with_one_line_error(tmp_path):
+    from sepo.errors import TrainingError
+
+    w = _world()
+    tr = Trainer(w.model, reward=w.reward(), config=_cfg(max_steps=10, max_nonfinite_iterations=2, save_every=1),
+                 length=3, out_dir=tmp_path, progress=False)
+    _poison(tr, set(range(3, 11)))
+    with pytest.raises(TrainingError, match="last 2 iterations") as err:
+        tr.train()
+    assert "\n" not in str(err.value)
+    state = torch.load(tmp_path / "state" / "trainer.pt", weights_only=False)
+    assert state["iteration"] == 3  # iteration 3 was all-NaN but harmless; the 4th stopped the run
+    assert all(torch.isfinite(v).all() for v in tr.policy.state_dict().values())

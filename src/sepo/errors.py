@@ -20,3 +20,7 @@ class CheckpointError(SepoError):
 
 class RewardError(SepoError):
     """A reward function raised or returned NaN / inf / a wrongly shaped value."""
+
+
+class TrainingError(SepoError):
+    """Training cannot go on (e.g. every update of several iterations was NaN/inf); the saved state is intact."""

@@ -36,6 +36,10 @@ class FinetuneConfig:
         epsilon: PPO clipping range ``ε`` (ratios clipped to ``[1-ε, 1+ε]``).
         loss_type: ``sequence`` (one ratio per sample, default), ``grpo`` (per-unit ratios, length-normalised)
             or ``dr_grpo`` (per-unit ratios, constant normaliser; also disables std scaling).
+        dual_clip: ``c > 1``: the objective of a negative advantage is bounded below by ``c A`` (dual-clip PPO),
+            so a runaway ratio cannot blow up the loss (``None``: plain PPO clipping).
+        max_nonfinite_iterations: an update whose loss or gradient is NaN/inf is skipped (the weights stay as
+            they were); this many consecutive iterations with only skipped updates stop the run with an error.
         advantage: ``group`` (GRPO), ``batch``, ``leave_one_out`` (RLOO) or ``none``.
         scale_rewards: divide advantages by the (group/batch) reward std. Forced off by ``loss_type=dr_grpo``.
         beta: weight of the KL to the reference model (``0`` disables the KL and its passes).
@@ -80,6 +84,8 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     epsilon: float = 0.2
     loss_type: str = "sequence"
+    dual_clip: float | None = 3.0
+    max_nonfinite_iterations: int = 3
     advantage: str = "group"
     scale_rewards: bool = True
     beta: float = 0.05
@@ -114,7 +120,7 @@ class FinetuneConfig:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         for name in ("max_steps", "num_generations", "num_groups", "num_iterations", "sampling_steps",
-                     "num_snis_samples", "elbo_samples", "save_every", "log_every"):
+                     "num_snis_samples", "elbo_samples", "save_every", "log_every", "max_nonfinite_iterations"):
             positive(name)
         for name in ("minibatch_size", "snis_neighbours", "sepo_positions", "trajectory_steps",
                      "kl_truncation_steps", "kl_sample_steps", "rollout_batch_size"):
@@ -129,6 +135,8 @@ class FinetuneConfig:
             raise ValueError(f"epsilon must be in (0, 1), got {self.epsilon}")
         if self.beta < 0 or self.entropy_coef < 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ValueError("beta, entropy_coef, max_grad_norm and weight_decay must be >= 0")
+        if self.dual_clip is not None and self.dual_clip <= 1.0:
+            raise ValueError(f"dual_clip must be > 1 (or null to disable), got {self.dual_clip}")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
         if self.advantage not in ADVANTAGES:

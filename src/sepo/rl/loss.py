@@ -10,6 +10,12 @@ for ``elbo``). With ``ρ = exp(logp - old_logp)`` and advantage ``A``, every var
   normalisation, Shao et al. 2024);
 * ``dr_grpo``: per-unit ratios summed and divided by a constant (the sequence length), which removes the
   length normalisation (Liu et al. 2025, Dr. GRPO).
+
+``dual_clip = c`` bounds the objective of a negative advantage below by ``c A`` (dual-clip PPO, Ye et al.
+2020, "Mastering complex control in MOBA games with deep RL"): without it a unit whose ratio has run away
+(``ρ`` of 1e18 is what whole-sequence ELBO draws produce after one Adam step) contributes ``ρ A`` to the loss
+and an unbounded gradient; with it such units contribute a constant. At ``θ = θ_old`` (``ρ = 1 < c``) the
+gradient is unchanged.
 """
 
 from __future__ import annotations
@@ -21,12 +27,18 @@ __all__ = ["clipped_policy_loss", "LOSS_TYPES"]
 LOSS_TYPES = ("sequence", "grpo", "dr_grpo")
 
 
-def _ppo(ratio: torch.Tensor, adv: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _ppo(ratio: torch.Tensor, adv: torch.Tensor, epsilon: float,
+         dual_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - epsilon, 1.0 + epsilon) * adv
     obj = torch.minimum(unclipped, clipped)
-    was_clipped = (clipped < unclipped).float()
-    return obj, was_clipped
+    was_clipped = clipped < unclipped
+    if dual_clip is not None:
+        floor = dual_clip * adv  # a lower bound of the objective, applied to negative advantages only
+        low = (adv < 0) & (obj < floor)
+        obj = torch.where(low, floor.expand_as(obj), obj)
+        was_clipped = was_clipped | low
+    return obj, was_clipped.float()
 
 
 def clipped_policy_loss(
@@ -38,23 +50,27 @@ def clipped_policy_loss(
     epsilon: float,
     loss_type: str = "sequence",
     norm_constant: float = 1.0,
+    dual_clip: float | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """``logp, old_logp, weight [n, U]``, ``advantages [n]`` -> (scalar loss, stats).
 
     ``norm_constant`` is Dr. GRPO's constant divisor (the trainer passes the sequence length).
+    ``dual_clip``: ``c > 1`` bounds the objective of negative advantages at ``c A`` (``None``: off).
     """
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1 (or None), got {dual_clip}")
     adv = advantages.to(logp.dtype)
     valid = weight > 0
     delta = torch.where(valid, logp - old_logp, torch.zeros_like(logp))
     if loss_type == "sequence":
         log_ratio = (weight * delta).sum(-1)
         ratio = log_ratio.exp()
-        obj, clipped = _ppo(ratio, adv, epsilon)
+        obj, clipped = _ppo(ratio, adv, epsilon, dual_clip)
         loss = -obj.mean()
         ratios, clip_frac = ratio.detach(), clipped.mean()
     elif loss_type in ("grpo", "dr_grpo"):
         ratio = delta.exp()
-        obj, clipped = _ppo(ratio, adv[:, None], epsilon)
+        obj, clipped = _ppo(ratio, adv[:, None], epsilon, dual_clip)
         obj = obj * weight
         if loss_type == "grpo":
             per_sample = obj.sum(-1) / valid.sum(-1).clamp_min(1)

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sepo.diffusion.model import DiffusionModel
-from sepo.errors import CheckpointError, RewardError
+from sepo.errors import CheckpointError, RewardError, TrainingError
 from sepo.utils.config import to_dict
 from sepo.utils.io import atomic_dir, write_json
 from sepo.utils.logging import MetricLogger
@@ -82,6 +82,7 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.iteration = 0
+        self._nonfinite_run = 0  # consecutive iterations whose every update was skipped (NaN/inf)
         self.history: list[dict] = []
         self.base_identity = dict(base_identity or {})
         self.base_identity.setdefault("fingerprint", weights_fingerprint(self.policy))
@@ -148,6 +149,13 @@ class Trainer:
         stats["lr"] = lr
         timer["update"] = time.perf_counter() - t0 - timer.get("kl", 0.0)
 
+        updates = cfg.num_iterations * math.ceil(rollout.size / (cfg.minibatch_size or rollout.size))
+        self._nonfinite_run = self._nonfinite_run + 1 if stats["skipped_updates"] == updates else 0
+        if self._nonfinite_run >= cfg.max_nonfinite_iterations:
+            raise TrainingError(
+                f"every update of the last {self._nonfinite_run} iterations had a NaN/inf loss or gradient (skipped, "
+                f"weights unchanged since iteration {self.iteration - self._nonfinite_run + 1}); lower learning_rate, "
+                "use loss_type=grpo or set dual_clip, or check the reward scale")
         self.iteration += 1
         if self.reference is not None and cfg.ref_sync_every and self.iteration % cfg.ref_sync_every == 0:
             self.reference.load_state_dict(self.policy.state_dict())
@@ -192,7 +200,8 @@ class Trainer:
                 idx = perm[lo : lo + mb]
                 units = self.estimator.log_probs(self.policy, rollout, idx)
                 loss, st = clipped_policy_loss(units.logp, old.logp[idx], units.weight, rollout.advantages[idx],
-                                               epsilon=cfg.epsilon, loss_type=cfg.loss_type, norm_constant=self.length)
+                                               epsilon=cfg.epsilon, loss_type=cfg.loss_type, norm_constant=self.length,
+                                               dual_clip=cfg.dual_clip)
                 if kl_ids:
                     tk = time.perf_counter()
                     kl, ent = path_kl(self.policy, rollout, idx, kl_ids, ref_probs)
@@ -204,13 +213,20 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-                self.optimizer.step()
+                finite = bool(torch.isfinite(loss.detach()) & torch.isfinite(gn))
+                if finite:
+                    self.optimizer.step()
+                else:  # a NaN/inf step would corrupt the weights and Adam's moments for good: skip it
+                    self.optimizer.zero_grad(set_to_none=True)
                 st["grad_norm"] = float(gn)
                 st["loss"] = float(loss.detach())
+                st["skipped_updates"] = float(not finite)
                 for k, v in st.items():
                     agg.setdefault(k, []).append(v)
         # over the epochs' minibatch steps: extremes stay extremes, everything else is averaged
-        return {k: (min(v) if k.endswith("_min") else max(v) if k.endswith("_max") else sum(v) / len(v)) for k, v in agg.items()}
+        out = {k: (min(v) if k.endswith("_min") else max(v) if k.endswith("_max") else sum(v) / len(v)) for k, v in agg.items()}
+        out["skipped_updates"] = int(sum(agg.get("skipped_updates", [])))
+        return out
 
     # ------------------------------------------------------------------ loop
     def train(self) -> list[dict]:
