@@ -1,6 +1,7 @@
 """The SEPO trainer: exact resume, failing rewards lose nothing, the CLI toy run, the DNA recipe plumbing."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -126,10 +127,10 @@ def test_nonfinite_updates_are_skipped_and_leave_weights_intact(tmp_path):
     tr.step()
     after_first = {k: v.clone() for k, v in tr.policy.state_dict().items()}
     m = tr.step()
-    assert m["skipped_updates"] == 4  # 2 epochs x 2 minibatches, all NaN
+    assert m["skipped_updates"] == 4 and m["applied_updates"] == 0  # 2 epochs x 2 minibatches, all NaN
     assert all(torch.equal(after_first[k], v) for k, v in tr.policy.state_dict().items())
     m = tr.step()  # training goes on, and the weights are finite
-    assert m["skipped_updates"] == 0
+    assert m["skipped_updates"] == 0 and m["applied_updates"] == 4 and math.isfinite(m["loss"])
     assert all(torch.isfinite(v).all() for v in tr.policy.state_dict().values())
     assert not all(torch.equal(after_first[k], v) for k, v in tr.policy.state_dict().items())
 

@@ -49,7 +49,7 @@ from sepo.diffusion.process import MaskedProcess
 from sepo.diffusion.sampling import SAMPLERS, SamplerConfig, initial_state, kernel_probs, plan_steps
 from sepo.errors import CheckpointError, ConfigError, RewardError
 from sepo.guidance.common import categorical, expand_constraint, model_device, uniform
-from sepo.rl.loop import read_run_state, train_loop
+from sepo.rl.loop import guarded_update, read_run_state, train_loop
 from sepo.rl.trainer import weights_fingerprint
 from sepo.utils.io import atomic_dir, write_json
 from sepo.utils.logging import MetricLogger
@@ -310,11 +310,8 @@ class DrakesTrainer:
             raise RewardError(f"the differentiable reward returned shape {tuple(rewards.shape)} or non-finite values for a "
                               f"batch of {cfg.batch_size}; it must return one finite float per sample")
         loss = -rewards.mean() + cfg.beta * rollout.kl.mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        self.optimizer.step()
+        gn, applied = guarded_update(self.optimizer, params, loss, max_grad_norm=cfg.max_grad_norm)
         self.iteration += 1
         r = rewards.detach().float().cpu()
         metrics = {
@@ -324,7 +321,9 @@ class DrakesTrainer:
             "reward_max": float(r.max()),
             "kl": float(rollout.kl.detach().mean()),
             "loss": float(loss.detach()),
-            "grad_norm": float(gn),
+            "grad_norm": gn,
+            "applied_updates": int(applied),
+            "skipped_updates": int(not applied),
             "network_passes": int(self._passes() - passes0),
             "seconds": round(time.perf_counter() - t0, 4),
         }

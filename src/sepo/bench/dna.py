@@ -334,14 +334,27 @@ def _run_drakes(method: str, *, cfg, ctx, seed: int, run_dir: Path) -> tuple[tor
 
 
 def _divergence(run_dir: Path) -> int | None:
-    """First iteration whose loss or gradient norm was not finite (the weights are then corrupt), or ``None``."""
+    """First iteration whose loss or gradient norm was not finite and corrupted the weights, or ``None``.
+
+    Runs that record ``skipped_updates`` come from trainers that skip such updates (the weights stay finite);
+    only older runs without the guard can have diverged."""
     from sepo.utils.logging import read_jsonl
 
     path = run_dir / "metrics.jsonl"
     for rec in read_jsonl(path) if path.is_file() else []:  # json writes NaN / Infinity and reads them back as floats
+        if "skipped_updates" in rec:
+            continue
         if any(isinstance(rec.get(k), float) and not math.isfinite(rec[k]) for k in ("loss", "grad_norm")):
             return int(rec["step"])
     return None
+
+
+def _skipped_updates(run_dir: Path) -> int:
+    """Optimizer updates the trainer skipped for a NaN/inf loss or gradient (weights left as they were)."""
+    from sepo.utils.logging import read_jsonl
+
+    path = run_dir / "metrics.jsonl"
+    return int(sum(rec.get("skipped_updates", 0) for rec in (read_jsonl(path) if path.is_file() else [])))
 
 
 def _run_key(cfg: DnaBenchConfig, method: str) -> dict:
@@ -381,7 +394,8 @@ def run_method(method: str, seed: int, *, cfg: DnaBenchConfig, ctx, out: Path) -
         elif path.is_file():
             try:
                 saved = json.loads(path.read_text())
-                saved.setdefault("diverged_at", _divergence(run_dir))
+                saved["diverged_at"] = _divergence(run_dir)  # recomputed: the rule may be newer than the run
+                saved["skipped_updates"] = _skipped_updates(run_dir)
                 if "gc_frac" not in saved["metrics"] and (run_dir / "samples.fasta").is_file():
                     from sepo.demo import gc_fraction
                     from sepo.tasks.dna.data import encode, read_sequences
@@ -407,7 +421,8 @@ def run_method(method: str, seed: int, *, cfg: DnaBenchConfig, ctx, out: Path) -
     cost["wall_s"] = round((cost["train_wall_s"] or 0.0) + cost["sample_wall_s"], 3)
     result = {"method": method, "label": METHODS[method].label, "kind": kind, "seed": seed, "key": key,
               "metrics": metrics, "cost": cost, "eval_wall_s": round(time.perf_counter() - t0, 3),
-              "settings": rec["settings"], "curve": rec["curve"], "diverged_at": _divergence(run_dir)}
+              "settings": rec["settings"], "curve": rec["curve"], "diverged_at": _divergence(run_dir),
+              "skipped_updates": _skipped_updates(run_dir)}
     write_json(path, result)
     return result
 
@@ -472,6 +487,7 @@ def aggregate(results: dict[str, list[dict]]) -> dict:
             "cost": {k: _stats([r["cost"].get(k) for r in runs]) for k in COST_KEYS},
             "settings": runs[0]["settings"],
             "diverged": {r["seed"]: r["diverged_at"] for r in runs if r.get("diverged_at") is not None},
+            "skipped_updates": {r["seed"]: r["skipped_updates"] for r in runs if r.get("skipped_updates")},
         }
     return out
 
@@ -525,6 +541,11 @@ def results_markdown(result: dict) -> str:
         lines += ["", "† Diverged (a non-finite loss or gradient corrupted the weights; the row reports what the corrupt "
                   "model samples): " + "; ".join(f"{label}: " + ", ".join(f"seed {s} at iteration {it}" for s, it in d.items())
                                                  for label, d in diverged.items()) + "."]
+    skipped = {m["label"]: m["skipped_updates"] for m in methods.values() if m.get("skipped_updates")}
+    if skipped:
+        lines += ["", "Updates skipped for a NaN/inf loss or gradient (the weights stay as they were; "
+                  "`skipped_updates` in each run's metrics.jsonl): " + "; ".join(
+                      f"{label}: " + ", ".join(f"{n} in seed {s}" for s, n in d.items()) for label, d in skipped.items()) + "."]
     lines += ["", "## Budgets (per seed)", "",
               "Reward calls = train-oracle (A) evaluations of whole sequences; soft-reward calls = differentiable "
               "evaluations with a gradient (CG, TDS, DRAKES). Network passes = sequence-forwards of the diffusion "

@@ -3,16 +3,38 @@ step until ``max_steps``, evaluate/log every ``log_every``, checkpoint every ``s
 
 A trainer provides ``cfg`` (``max_steps``, ``log_every``, ``save_every``), ``iteration``, ``step() -> dict``,
 ``policy``, ``history``, ``evaluate`` (or ``None``), ``logger`` (or ``None``), ``out_dir`` (or ``None``),
-``progress``, ``save()``.
+``progress``, ``save()``. An iteration whose every update was skipped for a NaN/inf loss or gradient
+(``step()`` reports ``skipped_updates > 0`` and ``applied_updates == 0``; see :func:`guarded_update`) leaves
+the weights as they were; ``cfg.max_nonfinite_iterations`` (3 where the config has no such field) of them in
+a row stop the run with :class:`~sepo.errors.TrainingError`, before that iteration is logged or saved.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import torch
+
+from sepo.errors import TrainingError
 from sepo.utils.logging import plot_curves, read_jsonl
 
-__all__ = ["train_loop", "plot_reward_curves"]
+__all__ = ["train_loop", "plot_reward_curves", "guarded_update"]
+
+
+def guarded_update(optimizer: torch.optim.Optimizer, params, loss: torch.Tensor, *, max_grad_norm: float) -> tuple[float, bool]:
+    """Backward, clip the gradient norm (``0``: no clipping) and step — unless the loss or the gradient is
+    NaN/inf, in which case the step is skipped: one bad batch would otherwise corrupt the weights and Adam's
+    moments for good. Returns ``(gradient norm before clipping, whether the step was applied)``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
+    applied = bool(torch.isfinite(loss.detach()) & torch.isfinite(gn))
+    if applied:
+        optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+    return float(gn), applied
 
 
 def train_loop(trainer, *, desc: str, title: str, postfix: tuple[str, ...] = ("reward_mean",)) -> list[dict]:
@@ -20,8 +42,16 @@ def train_loop(trainer, *, desc: str, title: str, postfix: tuple[str, ...] = ("r
 
     cfg = trainer.cfg
     bar = tqdm(total=cfg.max_steps, initial=trainer.iteration, desc=desc, disable=not trainer.progress)
+    limit, bad_run = getattr(cfg, "max_nonfinite_iterations", 3), 0
     while trainer.iteration < cfg.max_steps:
         metrics = trainer.step()
+        bad_run = bad_run + 1 if metrics.get("skipped_updates", 0) and not metrics.get("applied_updates", 1) else 0
+        if bad_run >= limit:
+            bar.close()
+            raise TrainingError(
+                f"every update of the last {bad_run} iterations had a NaN/inf loss or gradient (skipped: the weights are "
+                f"those of iteration {trainer.iteration - bad_run}); lower learning_rate, use loss_type=grpo or "
+                "dual_clip, or check the reward's scale")
         last = trainer.iteration == cfg.max_steps
         report = trainer.iteration % cfg.log_every == 0 or last
         if trainer.evaluate is not None and report:

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sepo.diffusion.model import DiffusionModel
-from sepo.errors import CheckpointError, RewardError, TrainingError
+from sepo.errors import CheckpointError, RewardError
 from sepo.utils.config import to_dict
 from sepo.utils.io import atomic_dir, write_json
 from sepo.utils.logging import MetricLogger
@@ -32,7 +32,7 @@ from .advantages import compute_advantages
 from .config import FinetuneConfig
 from .estimators import make_estimator
 from .kl import kl_step_indices, path_kl, reference_kernels, subsample_kl_steps
-from .loop import read_run_state, train_loop
+from .loop import guarded_update, read_run_state, train_loop
 from .loss import clipped_policy_loss
 from .rewards import Reward
 from .rollout import Rollout, collect_rollouts
@@ -82,7 +82,6 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.iteration = 0
-        self._nonfinite_run = 0  # consecutive iterations whose every update was skipped (NaN/inf)
         self.history: list[dict] = []
         self.base_identity = dict(base_identity or {})
         self.base_identity.setdefault("fingerprint", weights_fingerprint(self.policy))
@@ -149,13 +148,6 @@ class Trainer:
         stats["lr"] = lr
         timer["update"] = time.perf_counter() - t0 - timer.get("kl", 0.0)
 
-        updates = cfg.num_iterations * math.ceil(rollout.size / (cfg.minibatch_size or rollout.size))
-        self._nonfinite_run = self._nonfinite_run + 1 if stats["skipped_updates"] == updates else 0
-        if self._nonfinite_run >= cfg.max_nonfinite_iterations:
-            raise TrainingError(
-                f"every update of the last {self._nonfinite_run} iterations had a NaN/inf loss or gradient (skipped, "
-                f"weights unchanged since iteration {self.iteration - self._nonfinite_run + 1}); lower learning_rate, "
-                "use loss_type=grpo or set dual_clip, or check the reward scale")
         self.iteration += 1
         if self.reference is not None and cfg.ref_sync_every and self.iteration % cfg.ref_sync_every == 0:
             self.reference.load_state_dict(self.policy.state_dict())
@@ -194,6 +186,8 @@ class Trainer:
         mb = cfg.minibatch_size or n
         agg: dict[str, list[float]] = {}
         timer["kl"] = 0.0
+        applied_n = 0
+        steps_total = cfg.num_iterations * math.ceil(n / mb)
         for _ in range(cfg.num_iterations):
             perm = torch.randperm(n, generator=self.generator).to(rollout.x.device)
             for lo in range(0, n, mb):
@@ -210,22 +204,19 @@ class Trainer:
                     st["kl_policy"] = float(kl.detach().mean())
                     st["entropy"] = float(ent.detach().mean())
                     timer["kl"] += time.perf_counter() - tk
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-                finite = bool(torch.isfinite(loss.detach()) & torch.isfinite(gn))
-                if finite:
-                    self.optimizer.step()
-                else:  # a NaN/inf step would corrupt the weights and Adam's moments for good: skip it
-                    self.optimizer.zero_grad(set_to_none=True)
-                st["grad_norm"] = float(gn)
+                gn, applied = guarded_update(self.optimizer, self.policy.parameters(), loss, max_grad_norm=cfg.max_grad_norm)
+                applied_n += applied
+                if not applied:  # skipped: its NaN/inf would only poison the averages below
+                    continue
+                st["grad_norm"] = gn
                 st["loss"] = float(loss.detach())
-                st["skipped_updates"] = float(not finite)
                 for k, v in st.items():
                     agg.setdefault(k, []).append(v)
-        # over the epochs' minibatch steps: extremes stay extremes, everything else is averaged
+        # over the epochs' applied minibatch steps: extremes stay extremes, everything else is averaged
         out = {k: (min(v) if k.endswith("_min") else max(v) if k.endswith("_max") else sum(v) / len(v)) for k, v in agg.items()}
-        out["skipped_updates"] = int(sum(agg.get("skipped_updates", [])))
+        out.setdefault("loss", math.nan)
+        out.setdefault("grad_norm", math.nan)
+        out["applied_updates"], out["skipped_updates"] = applied_n, steps_total - applied_n
         return out
 
     # ------------------------------------------------------------------ loop
