@@ -62,6 +62,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from sepo.train.pretrain import CONFIG_FILE, pretrain, resolve_config, run_status
+    from sepo.train.tasks import get_task
     from sepo.utils.config import load_yaml
 
     if args.resume and args.force:
@@ -93,5 +94,6 @@ def run(args) -> int:
     shown = f"{val:.4f}" if isinstance(val, float) else "n/a"
     print(f"done: {summary['steps']} steps in {summary['wall_time_s']:.0f} s; validation NELBO {shown} "
           f"{unit.replace('val_', '').replace('_', ' ')} (EMA); model directory: {out}")
-    print(f"next: sepo sample --model {out} --n 64 --out {out}/samples.fasta")
+    suffix = get_task(cfg.task).sample_suffix  # .fasta for DNA, .txt for text
+    print(f"next: sepo sample --model {out} --n 64 --out {out}/samples{suffix}")
     return 0
