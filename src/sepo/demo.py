@@ -428,8 +428,7 @@ def _plots(out: Path, run_dir: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sepo.utils.io import atomic_path
-    from sepo.utils.logging import read_jsonl
+    from sepo.utils.logging import read_jsonl, save_figure
 
     written = []
     recs = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
@@ -455,9 +454,7 @@ def _plots(out: Path, run_dir: Path) -> list[str]:
             axes[1].grid(alpha=0.3)
         fig.suptitle("SEPO fine-tuning: reward and evaluation-oracle activity of each batch")
         fig.tight_layout()
-        with atomic_path(out / "curves.png") as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+        save_figure(fig, out / "curves.png")
         written.append("curves.png")
     acts = {}
     for name in ("pretrained", "sepo"):
@@ -474,9 +471,7 @@ def _plots(out: Path, run_dir: Path) -> list[str]:
         ax.legend()
         ax.set_title("activity of generated sequences, before and after SEPO")
         fig.tight_layout()
-        with atomic_path(out / "activity_hist.png") as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+        save_figure(fig, out / "activity_hist.png")
         written.append("activity_hist.png")
     return written
 

@@ -49,8 +49,7 @@ from sepo.diffusion.process import MaskedProcess
 from sepo.diffusion.sampling import SAMPLERS, SamplerConfig, initial_state, kernel_probs, plan_steps
 from sepo.errors import CheckpointError, ConfigError, RewardError
 from sepo.guidance.common import categorical, expand_constraint, model_device, uniform
-from sepo.rl.loop import guarded_update, read_run_state, train_loop
-from sepo.rl.trainer import weights_fingerprint
+from sepo.rl.loop import guarded_update, read_run_state, start_run, train_loop
 from sepo.utils.io import atomic_dir, write_json
 from sepo.utils.logging import MetricLogger
 
@@ -280,19 +279,7 @@ class DrakesTrainer:
         self.fixed, self.fixed_tokens = expand_constraint(fixed, fixed_tokens, config.batch_size, self.length, 1, device)
         self.evaluate = evaluate
         self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        self.iteration = 0
-        self.history: list[dict] = []
-        self.base_identity = dict(base_identity or {})
-        self.base_identity.setdefault("fingerprint", weights_fingerprint(self.policy))
-        self.progress = progress
-        self.logger = logger
-        if resume:
-            if self.out_dir is None:
-                raise CheckpointError("resume needs the run's out_dir")
-            self._load_state()
-        if self.logger is None and self.out_dir is not None:
-            self.logger = MetricLogger(self.out_dir, resume=resume)
+        start_run(self, seed=config.seed, base_identity=base_identity, logger=logger, progress=progress, resume=resume)
 
     def _passes(self) -> int:
         return self.policy.network_passes + self.reference.network_passes

@@ -636,7 +636,7 @@ def _plot_bars(out: Path, methods: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sepo.utils.io import atomic_path
+    from sepo.utils.logging import save_figure
 
     labels = [m["label"] for m in methods.values()]
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), dpi=110)
@@ -650,9 +650,7 @@ def _plot_bars(out: Path, methods: dict) -> str:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("DNA benchmark: mean ± std over seeds")
     fig.tight_layout()
-    with atomic_path(out / "metric_bars.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, out / "metric_bars.png")
     return "metric_bars.png"
 
 

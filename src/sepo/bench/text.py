@@ -450,8 +450,7 @@ def _plots(out: Path, methods: dict, histories: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sepo.utils.io import atomic_path
-    from sepo.utils.logging import plot_curves
+    from sepo.utils.logging import plot_curves, save_figure
 
     names = list(methods)
     for key, ylabel, fname in (("win_rate", "win rate vs pretrained", "win_rate.png"),
@@ -467,9 +466,7 @@ def _plots(out: Path, methods: dict, histories: dict) -> None:
                 ax.axhline(0.5, color="k", lw=0.8, ls="--")
             ax.set_ylabel(ylabel)
         fig.tight_layout()
-        with atomic_path(out / fname) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+        save_figure(fig, out / fname)
     series = {}
     for method, runs in histories.items():
         for key, label in (("reward_mean", "reward"), ("judge_minilm_rollout", "MiniLM"), ("judge_vader_rollout", "VADER")):

@@ -13,6 +13,7 @@ from sepo.utils.io import write_json
 
 from .config import FinetuneConfig
 from .rewards import BUILTIN_REWARDS, Reward
+from .loop import run_summary
 from .trainer import Trainer, weights_fingerprint
 
 __all__ = ["finetune_dna", "dna_reward"]
@@ -52,16 +53,7 @@ def finetune_dna(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | No
                       base_identity=identity, progress=progress, resume=resume)
     t0 = time.time()
     history = trainer.train()
-    summary = {
-        "task": "dna",
-        "estimator": cfg.estimator,
-        "reward": reward.name,
-        "base": str(base),
-        "iterations": trainer.iteration,
-        "reward_first_iteration": history[0]["reward_mean"] if history else None,
-        "reward_last_iteration": history[-1]["reward_mean"] if history else None,
-        "seconds": round(time.time() - t0, 2),
-    }
+    summary = run_summary(trainer, history, task="dna", base=base, seconds=time.time() - t0)
     if out is not None:
         save_model(out / "model", trainer.policy, vocab=vocab,
                    provenance={"finetuned_from": identity, "reward": reward.name, "estimator": cfg.estimator,

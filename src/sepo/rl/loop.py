@@ -11,15 +11,60 @@ a row stop the run with :class:`~sepo.errors.TrainingError`, before that iterati
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
 import torch
 
-from sepo.errors import TrainingError
-from sepo.utils.logging import plot_curves, read_jsonl
+from sepo.errors import CheckpointError, TrainingError
+from sepo.utils.logging import MetricLogger, plot_curves, read_jsonl
 
-__all__ = ["train_loop", "plot_reward_curves", "guarded_update"]
+__all__ = ["train_loop", "plot_reward_curves", "guarded_update", "start_run", "run_summary", "weights_fingerprint"]
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the parameters (names, shapes, bytes): the reference's identity in checkpoints."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def start_run(trainer, *, seed: int, base_identity: dict | None, logger: MetricLogger | None, progress: bool,
+              resume: bool) -> None:
+    """The run bookkeeping every trainer shares (call after ``policy``, ``out_dir`` and the optimizer exist): the
+    run's random generator, counters, the base model's identity (its fingerprint added), logging; on ``resume``
+    the saved state replaces all of it (``trainer._load_state()``)."""
+    trainer.generator = torch.Generator(device="cpu").manual_seed(seed)
+    trainer.iteration = 0
+    trainer.history = []
+    trainer.base_identity = dict(base_identity or {})
+    trainer.base_identity.setdefault("fingerprint", weights_fingerprint(trainer.policy))
+    trainer.progress = progress
+    trainer.logger = logger
+    if resume:
+        if trainer.out_dir is None:
+            raise CheckpointError("resume needs the run's out_dir")
+        trainer._load_state()
+    if trainer.logger is None and trainer.out_dir is not None:
+        trainer.logger = MetricLogger(trainer.out_dir, resume=resume)
+
+
+def run_summary(trainer, history: list[dict], *, task: str, base, seconds: float) -> dict:
+    """The summary a fine-tuning recipe writes to ``metrics.json`` (a SEPO :class:`~sepo.rl.trainer.Trainer`)."""
+    return {
+        "task": task,
+        "estimator": trainer.cfg.estimator,
+        "reward": trainer.reward.name,
+        "base": str(base),
+        "iterations": trainer.iteration,
+        "reward_first_iteration": history[0]["reward_mean"] if history else None,
+        "reward_last_iteration": history[-1]["reward_mean"] if history else None,
+        "seconds": round(seconds, 2),
+    }
 
 
 def guarded_update(optimizer: torch.optim.Optimizer, params, loss: torch.Tensor, *, max_grad_norm: float) -> tuple[float, bool]:

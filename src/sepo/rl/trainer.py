@@ -13,7 +13,6 @@ synced). ``Trainer(..., resume=True)`` continues bit-for-bit: same parameters as
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -32,22 +31,12 @@ from .advantages import compute_advantages
 from .config import FinetuneConfig
 from .estimators import make_estimator
 from .kl import kl_step_indices, path_kl, reference_kernels, subsample_kl_steps
-from .loop import guarded_update, read_run_state, train_loop
+from .loop import guarded_update, read_run_state, start_run, train_loop, weights_fingerprint
 from .loss import clipped_policy_loss
 from .rewards import Reward
 from .rollout import Rollout, collect_rollouts
 
 __all__ = ["Trainer", "weights_fingerprint"]
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over the parameters (names, shapes, bytes): the reference's identity in checkpoints."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class Trainer:
@@ -80,17 +69,7 @@ class Trainer:
         betas = tuple(config.adam_betas) if config.adam_betas else (0.9, 0.999)
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.learning_rate, betas=betas,
                                            weight_decay=config.weight_decay)
-        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        self.iteration = 0
-        self.history: list[dict] = []
-        self.base_identity = dict(base_identity or {})
-        self.base_identity.setdefault("fingerprint", weights_fingerprint(self.policy))
-        self.progress = progress
-        self.logger = logger
-        if resume:
-            self._load_state()
-        if self.logger is None and self.out_dir is not None:
-            self.logger = MetricLogger(self.out_dir, resume=resume)
+        start_run(self, seed=config.seed, base_identity=base_identity, logger=logger, progress=progress, resume=resume)
 
     # ------------------------------------------------------------------ one iteration
     def _passes(self) -> int:

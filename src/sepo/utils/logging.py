@@ -88,8 +88,6 @@ def plot_curves(path: str | Path, series: dict[str, tuple[list, list]], *, xlabe
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sepo.utils.io import atomic_path
-
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, (xs, ys) in series.items():
         ax.plot(xs, ys, label=name)
@@ -104,6 +102,15 @@ def plot_curves(path: str | Path, series: dict[str, tuple[list, list]], *, xlabe
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """Write a matplotlib figure as a PNG atomically (no half-written plot) and close it."""
+    import matplotlib.pyplot as plt
+
+    from sepo.utils.io import atomic_path
+
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -393,6 +393,7 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
     import copy
 
     from sepo.models import save_model
+    from sepo.rl.loop import run_summary
     from sepo.rl.trainer import Trainer, weights_fingerprint
 
     from .pretrain import TEXT_VOCAB
@@ -436,17 +437,7 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
     t0 = time.time()
     history = trainer.train()
     seconds = round(time.time() - t0, 2)
-    summary = {
-        "task": "text",
-        "estimator": cfg.estimator,
-        "reward": reward.name,
-        "base": str(base),
-        "iterations": trainer.iteration,
-        "reward_first_iteration": history[0]["reward_mean"] if history else None,
-        "reward_last_iteration": history[-1]["reward_mean"] if history else None,
-        "seconds": seconds,
-        "options": asdict(options),
-    }
+    summary = {**run_summary(trainer, history, task="text", base=base, seconds=seconds), "options": asdict(options)}
     if options.eval_prompts > 0 and (options.judges or options.eval_prompts_file):
         eval_prompts = evaluation_prompts(tokenizer, options, length=length)
         evals = []
