@@ -262,6 +262,23 @@ def test_finetune_cli_validates_before_writing(capsys, tmp_path):
         text_options({"promt_tokens": 3})
 
 
+def test_repetition_penalty_counts_repeats_before_eos_by_hand(tok):
+    from sepo.tasks.text.finetune import repetition_rate, text_reward, text_options
+
+    eos = tok.eos_id
+    ids = torch.tensor([[5, 6, 7, 8, eos, 5, 5, 5],    # no repeat before eos (padding after it ignored)
+                        [5, 5, 6, 5, eos, eos, eos, eos],  # 4 tokens, 2 distinct -> 1 - 2/4
+                        [9, 9, 9, 9, 9, 9, 9, 9],     # no eos: the whole row, 1 distinct of 8
+                        [eos, 5, 5, 5, 5, 5, 5, 5]])  # empty text -> 0
+    assert torch.allclose(repetition_rate(ids, eos_id=eos), torch.tensor([0.0, 0.5, 7 / 8, 0.0]))
+    plain = text_reward("ngram", tok)
+    penalised = text_reward("ngram", tok, repetition_penalty=2.0)
+    assert penalised.name == plain.name + "-rep2"
+    assert torch.allclose(penalised(ids), plain(ids) - 2.0 * torch.tensor([0.0, 0.5, 7 / 8, 0.0]), atol=1e-6)
+    with pytest.raises(ConfigError, match="repetition_penalty"):
+        text_options({"repetition_penalty": -1})
+
+
 # ------------------------------------------------------------------------------------------ benchmark statistics
 def test_bench_summary_and_acceptance_rule():
     from sepo.bench.text import acceptance, summarize_runs

@@ -68,6 +68,8 @@ class TextBenchConfig:
         monitor_judges: log the judges' scores of each iteration's rollouts (evaluation only).
         min_new_tokens: end-of-text forbidden in the first this-many completion positions, for every model
             (training and evaluation; :class:`sepo.tasks.text.finetune.TextOptions`).
+        text_options: fields of :class:`sepo.tasks.text.finetune.TextOptions` for the fine-tuning runs
+            (``--set text.FIELD=VALUE``), e.g. ``repetition_penalty``.
         pretrain_preset: preset used when the base model has to be pretrained first.
         samples_shown: prompts shown in ``samples.md``.
     """
@@ -84,6 +86,7 @@ class TextBenchConfig:
     lm_order: int = 3
     monitor_judges: bool = True
     min_new_tokens: int = 8
+    text_options: dict = field(default_factory=dict)
     pretrain_preset: str = "tiny"
     samples_shown: int = 12
 
@@ -100,6 +103,9 @@ class TextBenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.seeds < 2:
             raise ValueError("seeds must be >= 2 (the table reports a standard deviation over seeds)")
+        from sepo.tasks.text.finetune import text_options
+
+        text_options(self.text_options)  # a bad field fails here, before any run
         unknown = [m for m in self.method_overrides if m not in self.methods]
         if unknown:
             raise ValueError(f"method_overrides names {unknown[0]!r}, which is not in methods")
@@ -231,8 +237,9 @@ def _finetune_run(method: str, seed: int, cfg: TextBenchConfig, *, base: Path, r
     overrides = {**cfg.finetune_overrides, **cfg.method_overrides.get(method, {}), "estimator": method, "seed": seed,
                  "device": device}
     fcfg = finetune_config("text", cfg.finetune_preset, overrides=overrides)
-    options = TextOptions(prompt_tokens=cfg.prompt_tokens, train_prompts=cfg.train_prompts, eval_prompts=0,
-                          judges=False, monitor_judges=cfg.monitor_judges, min_new_tokens=cfg.min_new_tokens)
+    options = TextOptions(**{**cfg.text_options, "prompt_tokens": cfg.prompt_tokens, "train_prompts": cfg.train_prompts,
+                             "eval_prompts": 0, "judges": False, "monitor_judges": cfg.monitor_judges,
+                             "min_new_tokens": cfg.min_new_tokens})
     key = _digest({"config": asdict(fcfg), "options": asdict(options), "base": str(base.resolve()),
                    "base_weights": (base / "config.json").read_text()})
     stamp = run_dir / "bench_run.json"
@@ -496,7 +503,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-prompts", type=int, default=None, help="held-out prompts (default: the preset's, 128)")
     p.add_argument("--max-steps", type=int, default=None, help="fine-tuning iterations per run (default: the finetune preset's)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="FinetuneConfig field for every method (YAML value), repeatable; METHOD.FIELD=VALUE for one method")
+                   help="FinetuneConfig field for every method (YAML value), repeatable; METHOD.FIELD=VALUE for one method; "
+                        "text.FIELD=VALUE for a text option (e.g. text.repetition_penalty=1)")
     add_device_argument(p)
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: all; 1 is steadier on a shared machine)")
     p.add_argument("--jobs", type=int, default=1, help="fine-tuning runs in parallel worker processes (one thread each)")
@@ -511,7 +519,7 @@ def _run(args) -> int:
     set_threads(args.num_threads)
     device = str(resolve_device(args.device))
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    overrides, per_method = {}, {}
+    overrides, per_method, text_opts = {}, {}, {}
     base_preset = TEXT_BENCH_PRESETS.get(args.preset, {})
     overrides.update(base_preset.get("finetune_overrides", {}))
     for item in args.set:
@@ -519,14 +527,17 @@ def _run(args) -> int:
         if not sep or not key:
             raise ConfigError(f"--set expects FIELD=VALUE or METHOD.FIELD=VALUE, got {item!r}")
         head, dot, rest = key.strip().partition(".")
-        if dot:
+        if head == "text" and dot:  # a TextOptions field of the fine-tuning runs
+            text_opts[rest] = yaml.safe_load(value)
+        elif dot:
             per_method.setdefault(head, {})[rest] = yaml.safe_load(value)
         else:
             overrides[key.strip()] = yaml.safe_load(value)
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     cfg = text_bench_config(args.preset, seeds=args.seeds, methods=methods, eval_prompts=args.eval_prompts,
-                            finetune_overrides=overrides or None, method_overrides=per_method or None)
+                            finetune_overrides=overrides or None, method_overrides=per_method or None,
+                            text_options={**base_preset.get("text_options", {}), **text_opts} or None)
     from sepo.rl.recipes import finetune_config
 
     for m in cfg.methods:  # validate every run's settings before the long part

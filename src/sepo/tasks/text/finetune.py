@@ -38,7 +38,7 @@ from sepo.rl.rewards import Reward
 from sepo.utils.config import from_dict
 from sepo.utils.io import write_json
 
-__all__ = ["TextOptions", "EosBlockedNet", "with_min_new_tokens", "unwrap", "PromptSet", "hh_format", "text_options", "check_base",
+__all__ = ["TextOptions", "EosBlockedNet", "with_min_new_tokens", "repetition_rate", "unwrap", "PromptSet", "hh_format", "text_options", "check_base",
            "load_text_policy", "training_prompts", "evaluation_prompts", "text_reward", "default_judges",
            "complete", "win_rate", "score_completions", "finetune_text", "PROMPT_FORMATS"]
 
@@ -84,6 +84,11 @@ class TextOptions:
             from the shortest prompt), for the policy, the reference and every evaluated model alike — Hugging
             Face's ``min_new_tokens``. Without it a policy can raise the reward by not generating at all
             (measured, docs/text.md). 0 disables it.
+        repetition_penalty: ``λ``: the training reward becomes ``r(x) - λ · repetition_rate(x)``, the fraction of
+            repeated tokens in the text before its end (:func:`repetition_rate`). A learned reward that can be
+            raised by repeating a few favoured tokens (measured for the n-gram reward, docs/text.md) is then no
+            longer maximised by repetition; the judges and the benchmark's reward column stay unpenalised.
+            0 disables it.
     """
 
     reward: str = "ngram"
@@ -103,6 +108,7 @@ class TextOptions:
     eval_seed: int = 1234
     sequence_length: Optional[int] = None
     min_new_tokens: int = 8
+    repetition_penalty: float = 0.0
 
     def __post_init__(self):
         if not (self.reward == "ngram" or self.reward.startswith("hf:")):
@@ -114,6 +120,8 @@ class TextOptions:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.min_new_tokens < 0:
             raise ValueError(f"min_new_tokens must be >= 0, got {self.min_new_tokens}")
+        if not self.repetition_penalty >= 0:
+            raise ValueError(f"repetition_penalty must be >= 0, got {self.repetition_penalty}")
         if self.eval_prompts < 0:
             raise ValueError(f"eval_prompts must be >= 0, got {self.eval_prompts}")
         if any(int(s) < 1 for s in self.eval_sampling_steps):
@@ -287,9 +295,21 @@ def evaluation_prompts(tokenizer, options: TextOptions, *, length: int, n: int |
 
 
 # ---------------------------------------------------------------- reward and judges
+def repetition_rate(ids: torch.Tensor, *, eos_id: int) -> torch.Tensor:
+    """``ids [B, L]`` -> ``[B]``: ``1 - (distinct tokens) / (tokens)`` over each row's tokens before its first
+    end-of-text (0 for a row without repeats, → 1 for one token repeated)."""
+    out = torch.zeros(ids.shape[0])
+    for i, row in enumerate(ids.tolist()):
+        text = row[: row.index(eos_id)] if eos_id in row else row
+        if text:
+            out[i] = 1.0 - len(set(text)) / len(text)
+    return out
+
+
 def text_reward(spec: str, tokenizer, *, device: str = "cpu", batch_size: int = 64, max_length: int = 512,
-                label: int | None = None) -> Reward:
-    """``ngram`` (default) or ``hf:DIR`` as a :class:`~sepo.rl.rewards.Reward` on token ids ``[B, L]``."""
+                label: int | None = None, repetition_penalty: float = 0.0) -> Reward:
+    """``ngram`` (default) or ``hf:DIR`` as a :class:`~sepo.rl.rewards.Reward` on token ids ``[B, L]``, minus
+    ``repetition_penalty * repetition_rate`` when that is positive."""
     if spec == "ngram":
         from .rewards import default_reward
 
@@ -302,7 +322,14 @@ def text_reward(spec: str, tokenizer, *, device: str = "cpu", batch_size: int = 
         raise ConfigError(f"unknown text reward {spec!r}; use 'ngram' or 'hf:DIR'")
     if getattr(scorer, "role", "reward") != "reward":
         raise ConfigError(f"{scorer.name} is a judge: judges evaluate and never guide training")
-    return Reward(scorer.name, scorer.on_tokens(tokenizer), batch_size=batch_size)
+    score = scorer.on_tokens(tokenizer)
+    if repetition_penalty <= 0:
+        return Reward(scorer.name, score, batch_size=batch_size)
+
+    def penalised(ids: torch.Tensor) -> torch.Tensor:
+        return score(ids) - repetition_penalty * repetition_rate(ids, eos_id=tokenizer.eos_id)
+
+    return Reward(f"{scorer.name}-rep{repetition_penalty:g}", penalised, batch_size=batch_size)
 
 
 def default_judges() -> dict:
@@ -418,7 +445,8 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
     policy = with_min_new_tokens(policy, eos_id=tokenizer.eos_id, prompt_length=min(prompts.lengths()),
                                  min_new_tokens=options.min_new_tokens)
     reward = reward or text_reward(options.reward, tokenizer, device=cfg.device, batch_size=options.reward_batch_size,
-                                   max_length=options.reward_max_length, label=options.reward_label)
+                                   max_length=options.reward_max_length, label=options.reward_label,
+                                   repetition_penalty=options.repetition_penalty)
     judges = default_judges() if (options.judges or options.monitor_judges) else {}
     reference = copy.deepcopy(policy).eval()  # the pretrained model, with the same end-of-text constraint
     monitored = _RolloutJudges(reward, tokenizer, judges) if options.monitor_judges else None
