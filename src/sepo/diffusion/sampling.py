@@ -274,9 +274,8 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     # never land on a zero-probability state through rounding at the top end
     idx = idx.clamp(max=p.shape[-1] - 1)
     bad = p.gather(-1, idx.unsqueeze(-1)).squeeze(-1) <= 0
-    if bad.any():
-        idx = torch.where(bad, p.argmax(-1), idx)
-    return idx
+    # unconditional where (no `if bad.any()`): a data-dependent branch would stall a GPU loop every step
+    return torch.where(bad, p.argmax(-1), idx)
 
 
 def step_log_prob(model, x, x_next, step, cfg, *, fixed=None, log_d=None) -> torch.Tensor:
