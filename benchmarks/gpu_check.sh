@@ -30,7 +30,7 @@ status=0
 } > "$OUT_DIR/gpu_env.txt" 2>&1 || { echo "no usable CUDA device (see gpu_env.txt)"; exit 1; }
 
 # 1. the CUDA-marked tests (a few seconds each; collection imports the whole package)
-timeout 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider > "$OUT_DIR/pytest_cuda.log" 2>&1 || status=1
+timeout 120 "$PY" -m pytest -m cuda -o addopts="" -q -rs -p no:cacheprovider > "$OUT_DIR/pytest_cuda.log" 2>&1 || status=1
 tail -n 3 "$OUT_DIR/pytest_cuda.log"
 
 # 2. one iteration per estimator at the paper setting (reference-style: one sample's whole neighbourhood measured)
