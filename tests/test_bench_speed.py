@@ -212,3 +212,24 @@ def test_iteration_on_cuda_counts_the_same_passes(model):
     sampled = time_sampler(on_gpu, sampler="ancestral_cached", steps=20, num_samples=4, length=L, seed=0, device="cuda",
                            autocast_dtype=torch.bfloat16)
     assert sampled["all_clean"] and sampled["network_passes"] < 4 * 21
+
+
+def test_entry_labels_say_what_each_entry_runs():
+    """Each row's label must match the FinetuneConfig it runs (a stale label once called the defaults
+    'all positions, KL at all steps' after the defaults had become 4 positions and 2 KL steps)."""
+    from sepo.bench.speed import _finetune_config, entry_settings
+
+    cfg = SpeedConfig(sepo_positions=3, kl_sample_steps=2, kl_truncation_steps=10)
+    runs = {}
+    for name in ("sepo", "sepo_positions_only", "sepo_defaults"):
+        label, changes = entry_settings(cfg, name)
+        runs[name] = (label, _finetune_config(cfg, torch.device("cpu"), 0, **changes))
+    label, ft = runs["sepo"]
+    assert (ft.sepo_positions, ft.kl_sample_steps) == (3, 2) and "3 positions" in label and "2/10" in label
+    label, ft = runs["sepo_positions_only"]
+    assert (ft.sepo_positions, ft.kl_sample_steps) == (3, None) and "all 10" in label
+    label, ft = runs["sepo_defaults"]
+    defaults = FinetuneConfig()
+    assert (ft.sepo_positions, ft.kl_sample_steps) == (defaults.sepo_positions, defaults.kl_sample_steps)
+    assert f"{defaults.sepo_positions or cfg.length} positions" in label
+    assert f"{min(defaults.kl_sample_steps or 10, 10)}/10" in label

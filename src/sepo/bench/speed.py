@@ -178,15 +178,21 @@ def entry_settings(cfg: SpeedConfig, name: str) -> tuple[str, dict]:
                 dict(estimator="sepo", sepo_positions=cfg.sepo_positions, kl_sample_steps=cfg.kl_sample_steps))
     if name == "sepo_positions_only":
         return (f"sepo, {cfg.sepo_positions} positions, KL at all {cfg.kl_truncation_steps} steps",
-                dict(estimator="sepo", sepo_positions=cfg.sepo_positions))
+                dict(estimator="sepo", sepo_positions=cfg.sepo_positions, kl_sample_steps=None))
     if name == "sepo_cached":
         return ("sepo as recommended, ancestral_cached rollouts",
                 dict(estimator="sepo", sepo_positions=cfg.sepo_positions, kl_sample_steps=cfg.kl_sample_steps,
                      sampler="ancestral_cached"))
     if name == "sepo_defaults":
-        mb = _minibatch(n, cfg.length + kl_rows, cfg.grad_rows_budget)
-        return (f"sepo defaults: all {cfg.length} positions, KL at all steps" + (f", minibatch {mb}" if mb else ""),
-                dict(estimator="sepo", minibatch_size=mb))
+        from sepo.rl.config import FinetuneConfig
+
+        # labelled from FinetuneConfig's own defaults, so the row stays true when they change
+        defaults = FinetuneConfig()
+        positions = defaults.sepo_positions or cfg.length
+        kl_steps = min(defaults.kl_sample_steps or kl_rows, kl_rows)
+        mb = _minibatch(n, positions + kl_steps, cfg.grad_rows_budget)
+        return (f"sepo defaults: {positions} positions, KL at {kl_steps}/{cfg.kl_truncation_steps} steps"
+                + (f", minibatch {mb}" if mb else ""), dict(estimator="sepo", minibatch_size=mb))
     if name == "trajectory":
         mb = _minibatch(n, cfg.sampling_steps + 1 + kl_rows, cfg.grad_rows_budget)
         return ("trajectory defaults: every step that changed a token" + (f", minibatch {mb}" if mb else ""),
