@@ -15,7 +15,7 @@ from sepo.errors import CheckpointError, ConfigError, DataError, RewardError
 from sepo.tasks.text import assets
 from sepo.tasks.text.judges import VaderJudge, fit_minilm_judge, load_minilm_judge, ridge_closed_form
 from sepo.tasks.text.ratings import PARTS, load_ratings, part_of
-from sepo.tasks.text.rewards import (NgramConfig, RewardConfig, TextScorer, evaluate_scorer, fit_reward,
+from sepo.tasks.text.rewards import (NgramConfig, NgramRidgeReward, RewardConfig, TextScorer, evaluate_scorer, fit_reward,
                                      load_reward, ridge_cg)
 from sepo.tasks.text.tokenizer import gpt2_tokenizer
 
@@ -199,3 +199,52 @@ def test_minilm_judge_fit_on_disjoint_half(tmp_path, test_part):
     (tmp_path / "j" / "judge.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="another encoder"):
         load_minilm_judge(tmp_path / "j", encoder=enc)
+
+
+def test_binary_features_are_one_per_distinct_ngram():
+    f = NgramConfig(log2_buckets=12, word_ngrams=2, char_ngrams=(), weighting="binary")
+    X = f.matrix(["great great great", "", "not good"])
+    # "great great great": unigram {great} + bigram {great great} -> two distinct buckets, each 1
+    assert sorted(X[0].data.tolist()) == [1.0, 1.0] and X[1].nnz == 0 and X[2].nnz == 3
+    with pytest.raises(ConfigError, match="weighting"):
+        NgramConfig(weighting="tfidf")
+
+
+def test_binary_reward_cannot_be_raised_by_dilution_but_l2_can():
+    """The hack found by the policy with the first reward (docs/text.md): appending neutral or unknown words
+    drags an L2-normalised prediction toward the intercept. Hand-built weights make both cases exact."""
+    for weighting, moved in (("sqrt_l2", True), ("binary", False)):
+        f = NgramConfig(log2_buckets=10, word_ngrams=1, char_ngrams=(), weighting=weighting)
+        w = torch.zeros(f.n_buckets)
+        bad = f.features("awful")[0]
+        w[bad] = -2.0
+        r = NgramRidgeReward(w, 0.5, features=f)
+        base, padded = r(["awful", "awful zzyzx qwrtp blorf"]).tolist()  # three words no weight knows
+        repeated = r(["awful awful awful"]).item()
+        if moved:
+            assert base == pytest.approx(0.5 - 2.0) and padded == pytest.approx(0.5 - 2.0 / 2.0)  # 1/sqrt(4) of it
+        else:
+            assert base == padded == repeated == pytest.approx(0.5 - 2.0)
+
+
+def test_reward_predictions_are_clipped_to_the_rating_scale():
+    f = NgramConfig(log2_buckets=10, word_ngrams=1, char_ngrams=(), weighting="binary")
+    w = torch.zeros(f.n_buckets)
+    for word in ("great", "love", "best"):
+        w[f.features(word)[0]] = 2.0
+    r = NgramRidgeReward(w, 0.0, features=f)
+    assert r(["great", "great love", "great love best"]).tolist() == [2.0, 4.0, 4.0]  # 6 -> clipped at 4
+
+
+def test_named_rewards_and_their_specs():
+    from sepo.tasks.text.finetune import TextOptions
+    from sepo.tasks.text.rewards import reward_config
+
+    assert reward_config("ngram").features.weighting == "binary" and reward_config("ngram").features.char_ngrams == ()
+    assert reward_config("ngram-l2").features.weighting == "sqrt_l2"
+    assert reward_config("ngram").digest() != reward_config("ngram-l2").digest()  # cached separately
+    with pytest.raises(ConfigError, match="ngram-l2"):
+        reward_config("ngram-l3")
+    TextOptions(reward="ngram-l2")
+    with pytest.raises(ValueError, match="ngram-l2"):
+        TextOptions(reward="ngrams")

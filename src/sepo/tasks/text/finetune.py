@@ -38,6 +38,8 @@ from sepo.rl.rewards import Reward
 from sepo.utils.config import from_dict
 from sepo.utils.io import write_json
 
+from .rewards import REWARD_KINDS
+
 __all__ = ["TextOptions", "EosBlockedNet", "with_min_new_tokens", "repetition_rate", "unwrap", "PromptSet", "hh_format", "text_options", "check_base",
            "load_text_policy", "training_prompts", "evaluation_prompts", "text_reward", "default_judges",
            "complete", "win_rate", "score_completions", "finetune_text", "PROMPT_FORMATS"]
@@ -59,8 +61,10 @@ class TextOptions:
     """Text-specific settings of ``sepo finetune --task text`` (the ``text:`` section of its YAML config).
 
     Fields:
-        reward: ``ngram`` (the n-gram ridge reward learned from the reward half of the human ratings) or
-            ``hf:DIR`` (a local Hugging Face ``AutoModelForSequenceClassification`` directory).
+        reward: ``ngram`` (the n-gram ridge reward learned from the reward half of the human ratings, on
+            binary word-n-gram features), ``ngram-l2`` (its first, padding-hackable version: √count L2-normalised
+            word + character n-grams; see :func:`~sepo.tasks.text.rewards.reward_config`) or ``hf:DIR`` (a local
+            Hugging Face ``AutoModelForSequenceClassification`` directory).
         reward_batch_size: texts per reward-model call (``hf:`` rewards).
         reward_max_length: longest input of an ``hf:`` reward model, in its own tokens (longer texts are cut).
         reward_label: output column of an ``hf:`` reward with several labels (``None``: a one-output model).
@@ -111,8 +115,8 @@ class TextOptions:
     repetition_penalty: float = 0.0
 
     def __post_init__(self):
-        if not (self.reward == "ngram" or self.reward.startswith("hf:")):
-            raise ValueError(f"reward must be 'ngram' or 'hf:DIR', got {self.reward!r}")
+        if not (self.reward in REWARD_KINDS or self.reward.startswith("hf:")):
+            raise ValueError(f"reward must be one of {', '.join(map(repr, REWARD_KINDS))} or 'hf:DIR', got {self.reward!r}")
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
         for name in ("reward_batch_size", "reward_max_length", "prompt_tokens", "train_prompts"):
@@ -310,16 +314,16 @@ def text_reward(spec: str, tokenizer, *, device: str = "cpu", batch_size: int = 
                 label: int | None = None, repetition_penalty: float = 0.0) -> Reward:
     """``ngram`` (default) or ``hf:DIR`` as a :class:`~sepo.rl.rewards.Reward` on token ids ``[B, L]``, minus
     ``repetition_penalty * repetition_rate`` when that is positive."""
-    if spec == "ngram":
+    if spec in REWARD_KINDS:
         from .rewards import default_reward
 
-        scorer = default_reward()
+        scorer = default_reward(spec)
     elif spec.startswith("hf:"):
         from .hf_reward import HFRewardModel
 
         scorer = HFRewardModel(spec[3:], device=device, batch_size=batch_size, max_length=max_length, label=label)
     else:
-        raise ConfigError(f"unknown text reward {spec!r}; use 'ngram' or 'hf:DIR'")
+        raise ConfigError(f"unknown text reward {spec!r}; use {', '.join(map(repr, REWARD_KINDS))} or 'hf:DIR'")
     if getattr(scorer, "role", "reward") != "reward":
         raise ConfigError(f"{scorer.name} is a judge: judges evaluate and never guide training")
     score = scorer.on_tokens(tokenizer)

@@ -125,6 +125,7 @@ def evaluate_scorer(scorer: TextScorer | Callable, data: "RatedSentences", *, ba
 
 
 # ---------------------------------------------------------------- hashed n-gram features
+WEIGHTINGS = ("sqrt_l2", "binary")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]+|[:;]-?[()dp]")
 
 
@@ -143,14 +144,22 @@ class NgramConfig:
         log2_buckets: the feature vector has ``2**log2_buckets`` entries (CRC-32 of each n-gram modulo that).
         word_ngrams: longest word n-gram (1 = unigrams only, 2 = unigrams + bigrams).
         char_ngrams: character n-gram lengths taken inside each ``<word>`` (empty: none).
+        weighting: ``sqrt_l2`` — √(counts), L2-normalised per text: a linear model on it predicts a weighted
+            *mean*, so adding neutral words drags any text toward the intercept ("dilution"; an RL policy
+            exploits it by padding, measured in docs/text.md); ``binary`` — 1 for each n-gram present, not
+            normalised: a linear model predicts ``b + Σ w`` over the *distinct* n-grams present, so repeating
+            a word changes nothing and a word it has never seen adds exactly 0.
     """
 
     log2_buckets: int = 20
     word_ngrams: int = 2
     char_ngrams: tuple[int, ...] = (3, 4, 5)
+    weighting: str = "sqrt_l2"
 
     def __post_init__(self):
         self.char_ngrams = tuple(int(n) for n in self.char_ngrams)
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if not 8 <= self.log2_buckets <= 24:
             raise ConfigError(f"log2_buckets must be in [8, 24], got {self.log2_buckets}")
         if self.word_ngrams < 1 or any(n < 1 for n in self.char_ngrams):
@@ -174,14 +183,18 @@ class NgramConfig:
 
     def matrix(self, texts: list[str]):
         """``scipy.sparse.csr_matrix`` float64 ``[N, n_buckets]``; row i = √(n-gram counts) of text i,
-        L2-normalised (an empty text is an all-zero row)."""
+        L2-normalised (``sqrt_l2``), or 1 per distinct n-gram bucket (``binary``); an empty text is an
+        all-zero row."""
         import scipy.sparse as sp
 
         indptr, cols, vals = [0], [], []
         for t in texts:
             ids, counts = np.unique(np.asarray(self.features(t), dtype=np.int64), return_counts=True)
-            v = np.sqrt(counts.astype(np.float64))
-            v /= max(float(np.sqrt((v * v).sum())), 1e-12)
+            if self.weighting == "binary":
+                v = np.ones(len(ids))
+            else:
+                v = np.sqrt(counts.astype(np.float64))
+                v /= max(float(np.sqrt((v * v).sum())), 1e-12)
             cols.append(ids)
             vals.append(v)
             indptr.append(indptr[-1] + len(ids))
@@ -231,6 +244,7 @@ def ridge_cg(X, y: np.ndarray, lam: float, *, tol: float = 1e-6, max_iter: int =
 
 
 # ---------------------------------------------------------------- the reward model
+RATING_RANGE = (-4.0, 4.0)  # the scale of the human ratings (Hutto & Gilbert 2014)
 @dataclass
 class RewardConfig:
     """How the n-gram ridge reward is trained.
@@ -262,7 +276,10 @@ class RewardConfig:
 
 
 class NgramRidgeReward(TextScorer):
-    """Predicted mean human rating (−4 … +4 scale) of each text: ``w · φ(text) + b``.
+    """Predicted mean human rating of each text: ``clip(w · φ(text) + b, -4, 4)``.
+
+    The clip keeps predictions on the raters' −4 … +4 scale: a linear model on ``binary`` features would
+    otherwise reward stuffing ever more favoured words without bound, far outside anything it was fit on.
 
     Args:
         weights: float32 ``[2**log2_buckets]``; bias: the intercept; features: the :class:`NgramConfig`.
@@ -282,7 +299,8 @@ class NgramRidgeReward(TextScorer):
         self.provenance = dict(provenance or {})
 
     def score(self, texts: list[str]) -> torch.Tensor:
-        return torch.from_numpy(self.features.matrix(texts) @ self._w + self.bias).to(torch.float32)
+        raw = self.features.matrix(texts) @ self._w + self.bias
+        return torch.from_numpy(np.clip(raw, *RATING_RANGE)).to(torch.float32)
 
     def save(self, folder: str | Path) -> Path:
         """``reward.safetensors`` (weights, bias) + ``reward.json`` (features, provenance), written atomically."""
@@ -351,18 +369,38 @@ def fit_reward(data: "RatedSentences", *, config: RewardConfig | None = None, te
     return reward
 
 
+def reward_config(kind: str = "ngram") -> RewardConfig:
+    """The :class:`RewardConfig` of a named text reward.
+
+    * ``ngram`` (default) — word unigrams + bigrams, ``binary`` presence features, no character n-grams: the
+      prediction is the intercept plus one weight per distinct n-gram present, so padding, repeating and
+      unknown (e.g. glued) words cannot move it by dilution. Held-out Pearson r ≈ 0.63 on the test part.
+    * ``ngram-l2`` — the first version: + character 3-5-grams, √count L2-normalised features (r ≈ 0.67). A
+      policy raised it by padding completions with function words and glued out-of-vocabulary tokens, which
+      the judges did not reward (docs/text.md, "Why the first reward failed").
+    """
+    if kind == "ngram":
+        return RewardConfig(features=NgramConfig(char_ngrams=(), weighting="binary"), lambdas=(1.0, 3.0, 10.0))
+    if kind == "ngram-l2":
+        return RewardConfig()
+    raise ConfigError(f"unknown n-gram reward {kind!r}; choose one of {', '.join(REWARD_KINDS)}")
 
 
-def default_reward(*, config: RewardConfig | None = None) -> NgramRidgeReward:
-    """The text task's reward: fit on the whole ``reward`` part once, then loaded from the cache
-    (``$SEPO_CACHE/text/derived/rewards``). Its provenance holds the held-out ``test`` metrics."""
+REWARD_KINDS = ("ngram", "ngram-l2")
+
+
+def default_reward(kind: str = "ngram", *, config: RewardConfig | None = None) -> NgramRidgeReward:
+    """A text reward (:func:`reward_config` of ``kind``, or ``config``): fit on the whole ``reward`` part once,
+    then loaded from the cache (``$SEPO_CACHE/text/derived/rewards``). Its provenance holds the held-out
+    ``test`` metrics."""
     from .ratings import load_ratings
 
-    config = config or RewardConfig()
+    config = config or reward_config(kind)
+    name = "ngram-ridge" if kind == "ngram" else f"{kind}-ridge"
     data = load_ratings("reward")
-    folder = assets.derived_dir("rewards") / f"ngram-ridge-{data.sha256[:12]}-{config.digest()[:12]}"
+    folder = assets.derived_dir("rewards") / f"{name}-{data.sha256[:12]}-{config.digest()[:12]}"
     if (folder / "reward.json").is_file():
         return load_reward(folder)
-    reward = fit_reward(data, config=config, test=load_ratings("test"))
+    reward = fit_reward(data, config=config, test=load_ratings("test"), name=name)
     reward.save(folder)
     return reward
