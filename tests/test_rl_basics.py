@@ -102,3 +102,17 @@ def test_dual_clip_bounds_runaway_ratios_of_negative_advantages():
     assert pos.item() == pytest.approx(-1.2)
     with pytest.raises(ValueError, match="dual_clip"):
         clipped_policy_loss(logp, torch.zeros(2, 1), torch.ones(2, 1), adv, epsilon=0.2, dual_clip=0.5)
+
+
+def test_explicit_null_overrides_set_none(tmp_path):
+    """``--set kl_truncation_steps=null`` and a YAML ``null`` must set the field to None (the whole path);
+    they were once dropped silently, so a tuning run labelled 'full-path KL' kept the preset's 8 steps."""
+    import yaml
+
+    from sepo.rl.recipes import FINETUNE_PRESETS, finetune_config
+
+    assert FINETUNE_PRESETS["dna"]["tiny"].get("kl_truncation_steps") is not None  # else the test proves nothing
+    cfg = finetune_config("dna", "tiny", overrides={"kl_truncation_steps": None})
+    assert cfg.kl_truncation_steps is None
+    cfg = finetune_config("dna", "tiny", yaml_data=yaml.safe_load("kl_truncation_steps: null\nbeta: 0.3\n"))
+    assert cfg.kl_truncation_steps is None and cfg.beta == 0.3

@@ -248,3 +248,13 @@ def test_named_rewards_and_their_specs():
     TextOptions(reward="ngram-l2")
     with pytest.raises(ValueError, match="ngram-l2"):
         TextOptions(reward="ngrams")
+
+
+def test_binary_reward_round_trip_keeps_its_features(tmp_path):
+    cfg = RewardConfig(features=NgramConfig(log2_buckets=12, char_ngrams=(), weighting="binary"), lambdas=(3.0,))
+    r = fit_reward(load_ratings("reward").take(300, seed=1), config=cfg)
+    r.save(tmp_path / "rw")
+    back = load_reward(tmp_path / "rw")
+    assert back.features == cfg.features
+    texts = [POSITIVE, NEGATIVE, POSITIVE + " and and and"]
+    assert torch.equal(back(texts), r(texts))

@@ -55,11 +55,11 @@ FINETUNE_PRESETS: dict[str, dict[str, dict]] = {
     "text": {
         # 2 CPU cores, minutes per run (docs/text.md): 8 prompts x 8 completions, 24 cached ancestral steps, one
         # epoch per batch; sepo scores 8 positions per completion, trajectory 8 steps. Measured: 20 iterations at
-        # lr 1e-3 moved the MiniLM judge but not VADER; hence lr 2e-3, 40 its. The KL covers the whole path (4 of
-        # the 25 steps drawn per iteration) at beta 0.1: with the KL on the last 8 steps only at beta 0.02 the
-        # policy collapsed (distinct-2 down to a third of the pretrained model's).
+        # lr 1e-3 moved the MiniLM judge but not VADER; hence lr 2e-3, 40 its. KL: beta 0.1 on 4 of the last 8
+        # steps; at beta 0.02 (2 of 8) the policy collapsed (distinct-2 at a third to a half of the pretrained
+        # model's); over the whole path (4 of 25) the policies learned to end completions at min_new_tokens.
         "tiny": dict(max_steps=40, num_groups=8, num_generations=8, num_iterations=1, learning_rate=2e-3,
-                     beta=0.1, kl_truncation_steps=None, kl_sample_steps=4, sampler="ancestral_cached",
+                     beta=0.1, kl_truncation_steps=8, kl_sample_steps=4, sampler="ancestral_cached",
                      sampling_steps=24, sepo_positions=8, trajectory_steps=8, elbo_samples=4, save_every=10),
     },
 }

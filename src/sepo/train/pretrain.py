@@ -167,7 +167,8 @@ def resolve_config(*, task: str | None = None, preset: str | None = "tiny", conf
         preset_name = preset or file_data.get("preset") or "tiny"
         data = {**spec.preset(preset_name), "preset": preset_name}
     data = merge_overrides(data, file_data)
-    data = merge_overrides(data, {**(overrides or {}), "task": task_name})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}  # command-line flags not given are None
+    data = merge_overrides(data, {**given, "task": task_name})
     where = Path(config_file).name if config_file is not None else "pretrain config"
     return from_dict(PretrainConfig, data, where=where)
 

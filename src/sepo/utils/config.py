@@ -122,11 +122,13 @@ def load_yaml(path: str | Path, cls=None, *, overrides: dict | None = None):
 
 
 def merge_overrides(data: dict, overrides: dict) -> dict:
-    """Shallow-merge ``overrides`` (``None`` values ignored) into ``data``; dotted keys reach nested maps."""
+    """Shallow-merge ``overrides`` into ``data``; dotted keys reach nested maps.
+
+    An explicit ``None`` (YAML ``null``, ``--set FIELD=null``) sets the field to ``None``: it is a value of
+    many fields (e.g. ``kl_truncation_steps: null`` = the whole path). Callers holding "flag not given" as
+    ``None`` drop those entries before merging."""
     out = dict(data)
     for k, v in overrides.items():
-        if v is None:
-            continue
         head, _, rest = k.partition(".")
         if rest:
             out[head] = merge_overrides(dict(out.get(head) or {}), {rest: v})
