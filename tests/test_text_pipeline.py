@@ -154,7 +154,11 @@ def test_min_new_tokens_forbids_early_eos_and_nothing_else(process, tok):
     with torch.no_grad():  # make eos likely everywhere, so that the constraint has something to forbid
         model.net.output.linear.weight.mul_(0.05)  # milder logits (std ~0.3) ...
         model.net.output.linear.bias[tok.eos_id] += 8.0  # ... and eos the likeliest token (p ~ 0.6)
-    wrapped = with_min_new_tokens(model, eos_id=tok.eos_id, prompt_length=5, min_new_tokens=6)
+    wrapped = with_min_new_tokens(model, eos_id=tok.eos_id, prompt_lengths=[5], min_new_tokens=6)
+    # prompts of 3 and 5 tokens: eos blocked from the end of the shorter to 6 positions past the longer, so the
+    # completion of *each* prompt has >= 6 tokens (the first version blocked 3..8 only: 4 tokens after the 5-token one)
+    spread = with_min_new_tokens(model, eos_id=tok.eos_id, prompt_lengths=[5, 3, 5], min_new_tokens=6)
+    assert spread.net.blocked.nonzero().squeeze(-1).tolist() == list(range(3, 11))
     assert unwrap(wrapped).net is model.net and set(dict(wrapped.named_parameters())) == {f"net.inner.{k}" for k, _ in model.net.named_parameters()}
     x = torch.randint(1, tok.vocab_size, (4, TEXT_LENGTH), generator=torch.Generator().manual_seed(0))
     if process == "masked":

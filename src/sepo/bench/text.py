@@ -301,12 +301,12 @@ def run_text_bench(cfg: TextBenchConfig, *, out: str | Path, base: str | None = 
                                  n=cfg.eval_prompts, seed=0)
     plen = prompts.lengths()
     judges = default_judges()
-    reward = text_reward("ngram", tokenizer)
+    reward = text_reward(cfg.text_options.get("reward", "ngram"), tokenizer)  # the reward the runs were trained on
     log("fitting the Kneser-Ney fluency model on the training sentences")
     lm = default_lm(cfg.lm_order)
 
     def draw(model, seed):  # every model completes under the same end-of-text constraint
-        model = with_min_new_tokens(model, eos_id=tokenizer.eos_id, prompt_length=min(plen),
+        model = with_min_new_tokens(model, eos_id=tokenizer.eos_id, prompt_lengths=plen,
                                     min_new_tokens=cfg.min_new_tokens)
         return complete(model, prompts.ids, length=length, sampler=sampler, generator=torch.Generator().manual_seed(seed))
 

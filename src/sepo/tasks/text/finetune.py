@@ -84,8 +84,8 @@ class TextOptions:
         eval_seed: seed of the evaluation draws (shared by the pretrained and the fine-tuned model).
         sequence_length: tokens per generated sequence, prompt included (``None``: the model's length; a shorter
             value saves compute with long-context checkpoints such as SEDD's 1,024).
-        min_new_tokens: the end-of-text token is forbidden in the first this-many completion positions (counted
-            from the shortest prompt), for the policy, the reference and every evaluated model alike — Hugging
+        min_new_tokens: the end-of-text token is forbidden in the first this-many completion positions after every
+            prompt (:func:`with_min_new_tokens`), for the policy, the reference and every evaluated model alike — Hugging
             Face's ``min_new_tokens``. Without it a policy can raise the reward by not generating at all
             (measured, docs/text.md). 0 disables it.
         repetition_penalty: ``λ``: the training reward becomes ``r(x) - λ · repetition_rate(x)``, the fraction of
@@ -200,17 +200,24 @@ class EosBlockedNet(nn.Module):
         return torch.where(mask, floor, out)
 
 
-def with_min_new_tokens(model, *, eos_id: int, prompt_length: int, min_new_tokens: int):
+def with_min_new_tokens(model, *, eos_id: int, prompt_lengths, min_new_tokens: int):
     """A :class:`~sepo.diffusion.DiffusionModel` sharing ``model``'s parameters whose end-of-text token is
-    forbidden at positions ``prompt_length … prompt_length + min_new_tokens - 1`` (``model`` itself if
-    ``min_new_tokens == 0``). :func:`unwrap` gives the plain model back (for saving)."""
+    forbidden at positions ``min(prompt_lengths) … max(prompt_lengths) + min_new_tokens - 1`` (``model`` itself
+    if ``min_new_tokens == 0``), so that *every* completion has at least ``min_new_tokens`` tokens, whatever
+    its prompt's length. (A block starting after the shortest prompt only, the first version, left completions
+    of longer prompts free to end at once, and a policy learned to: docs/text.md.) Positions inside a longer
+    prompt are clamped to the prompt by the sampler, so the block does not change them; the completions of
+    shorter prompts are forced a few tokens longer (the prompts' length spread). :func:`unwrap` gives the plain
+    model back (for saving)."""
     from sepo.diffusion import DiffusionModel
 
+    prompt_lengths = [int(n) for n in ([prompt_lengths] if isinstance(prompt_lengths, int) else prompt_lengths)]
+    prompt_length, last_end = min(prompt_lengths), max(prompt_lengths) + min_new_tokens
     if min_new_tokens <= 0:
         return model
     length = int(model.config.length)
     blocked = torch.zeros(length, dtype=torch.bool)
-    blocked[prompt_length: prompt_length + min_new_tokens] = True
+    blocked[prompt_length: last_end] = True
     net = model.net.inner if isinstance(model.net, EosBlockedNet) else model.net
     wrapped = DiffusionModel(EosBlockedNet(net, eos_id=eos_id, blocked=blocked), model.process,
                              parameterization=model.parameterization, time_conditioned=model.time_conditioned)
@@ -443,10 +450,10 @@ def finetune_text(cfg: FinetuneConfig, *, out: Path | None, base: str | Path | N
             raise ConfigError(f"sequence_length {options.sequence_length} exceeds the model's maximum length {length}")
         length = int(options.sequence_length)
     prompts = training_prompts(tokenizer, options, length=length, seed=cfg.seed)
-    if options.min_new_tokens and min(prompts.lengths()) + options.min_new_tokens >= length:
+    if options.min_new_tokens and max(prompts.lengths()) + options.min_new_tokens >= length:
         raise ConfigError(f"min_new_tokens {options.min_new_tokens} leaves no room for the end of text after prompts of "
-                          f"{min(prompts.lengths())} tokens at length {length}; lower it")
-    policy = with_min_new_tokens(policy, eos_id=tokenizer.eos_id, prompt_length=min(prompts.lengths()),
+                          f"up to {max(prompts.lengths())} tokens at length {length}; lower it")
+    policy = with_min_new_tokens(policy, eos_id=tokenizer.eos_id, prompt_lengths=prompts.lengths(),
                                  min_new_tokens=options.min_new_tokens)
     reward = reward or text_reward(options.reward, tokenizer, device=cfg.device, batch_size=options.reward_batch_size,
                                    max_length=options.reward_max_length, label=options.reward_label,
