@@ -259,7 +259,7 @@ def test_finetune_cli_validates_before_writing(capsys, tmp_path):
     assert not (tmp_path / "o").exists()
     code, _, err = run_cli(capsys, "finetune", "--task", "text", "--base", tmp_path, "--set", "text.reward=vader",
                            "--out", tmp_path / "o")
-    one_line_error(code, err, "reward must be 'ngram' or 'hf:DIR'")
+    one_line_error(code, err, "reward must be one of 'ngram', 'ngram-l2' or 'hf:DIR'")
     with pytest.raises(ConfigError, match="unknown field 'promt_tokens'"):
         from sepo.tasks.text.finetune import text_options
 

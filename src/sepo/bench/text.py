@@ -85,7 +85,7 @@ class TextBenchConfig:
     elbo_draws: int = 4
     lm_order: int = 3
     monitor_judges: bool = True
-    min_new_tokens: int = 8
+    min_new_tokens: int = 16
     text_options: dict = field(default_factory=dict)
     pretrain_preset: str = "tiny"
     samples_shown: int = 12

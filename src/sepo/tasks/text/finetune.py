@@ -111,7 +111,7 @@ class TextOptions:
     monitor_judges: bool = True
     eval_seed: int = 1234
     sequence_length: Optional[int] = None
-    min_new_tokens: int = 8
+    min_new_tokens: int = 16
     repetition_penalty: float = 0.0
 
     def __post_init__(self):
