@@ -179,6 +179,13 @@ def test_min_new_tokens_forbids_early_eos_and_nothing_else(process, tok):
     ref = sample(model, num_samples=4, length=TEXT_LENGTH, config=SamplerConfig(name="ancestral", steps=6),
                  fixed=fixed, fixed_tokens=tokens, generator=torch.Generator().manual_seed(1)).x
     assert not (out[:, 5:11] == tok.eos_id).any() and (ref[:, 5:11] == tok.eos_id).any()
+    if process == "masked":
+        # a network *certain* of end-of-text (its logit 200 above every other) must still be blocked: the floor
+        # is taken from the other tokens (the first version took it from the overall maximum, eos itself)
+        with torch.no_grad():
+            model.net.output.linear.bias[tok.eos_id] += 200.0
+            certain, blocked = model.log_denoiser(x, t).exp(), wrapped.log_denoiser(x, t).exp()
+        assert (certain[:, 8:11, tok.eos_id] > 0.999).all() and (blocked[:, 8:11, tok.eos_id] < 1e-15).all()
 
 
 # ------------------------------------------------------------------------------------------ CLI flow

@@ -179,16 +179,19 @@ EOS_MARGIN = 40.0
 
 class EosBlockedNet(nn.Module):
     """``net(x_t, sigma_bar) -> [B, L, K]`` with the end-of-text output suppressed at the positions ``blocked``
-    (``[L_max]`` bool): its logit / log-score there is set to the position's largest output minus
-    :data:`EOS_MARGIN` (a constant: no gradient), so its probability is below ``e^-40 ≈ 4e-18`` of the likeliest
-    token's — never drawn in practice, yet positive, so that log-probabilities and the ``p log p`` terms of the KL
+    (``[L_max]`` bool): its logit / log-score there is set to the largest output of the *other* tokens (end of text
+    and the mask state excluded) minus :data:`EOS_MARGIN` (a constant: no gradient), so its probability is below
+    ``e^-40 ≈ 4e-18`` of the likeliest other token's, however confident the network is about end-of-text (a floor
+    taken from the overall largest output, the first version, was end-of-text's own logit whenever it led by
+    more than the margin, and a fine-tuned policy learned to end completions through the block) — never drawn in practice, yet positive, so that log-probabilities and the ``p log p`` terms of the KL
     keep finite gradients (an exact zero gives ``0 · log 0`` gradients of NaN). Works for every
     parameterisation (SUBS and denoiser logits, log concrete scores). The parameters are those of ``inner``."""
 
-    def __init__(self, inner: nn.Module, *, eos_id: int, blocked: torch.Tensor):
+    def __init__(self, inner: nn.Module, *, eos_id: int, blocked: torch.Tensor, mask_id: int | None = None):
         super().__init__()
         self.inner = inner
         self.eos_id = int(eos_id)
+        self.mask_id = None if mask_id is None else int(mask_id)
         self.register_buffer("blocked", blocked.to(torch.bool).clone(), persistent=False)
 
     def forward(self, x_t: torch.Tensor, sigma_bar: torch.Tensor) -> torch.Tensor:
@@ -196,7 +199,10 @@ class EosBlockedNet(nn.Module):
         where = torch.zeros(out.shape[-1], dtype=torch.bool, device=out.device)
         where[self.eos_id] = True
         mask = self.blocked[: out.shape[1], None].to(out.device) & where[None, :]  # [L, K]
-        floor = out.detach().amax(-1, keepdim=True) - EOS_MARGIN
+        excluded = where.clone()
+        if self.mask_id is not None and self.mask_id < out.shape[-1]:
+            excluded[self.mask_id] = True  # the mask state's raw output is discarded by the parameterisation
+        floor = out.detach().masked_fill(excluded, float("-inf")).amax(-1, keepdim=True) - EOS_MARGIN
         return torch.where(mask, floor, out)
 
 
@@ -219,7 +225,8 @@ def with_min_new_tokens(model, *, eos_id: int, prompt_lengths, min_new_tokens: i
     blocked = torch.zeros(length, dtype=torch.bool)
     blocked[prompt_length: last_end] = True
     net = model.net.inner if isinstance(model.net, EosBlockedNet) else model.net
-    wrapped = DiffusionModel(EosBlockedNet(net, eos_id=eos_id, blocked=blocked), model.process,
+    wrapped = DiffusionModel(EosBlockedNet(net, eos_id=eos_id, blocked=blocked,
+                                           mask_id=getattr(model.process, "mask_id", None)), model.process,
                              parameterization=model.parameterization, time_conditioned=model.time_conditioned)
     wrapped.config = model.config
     return wrapped.to(next(net.parameters()).device).train(model.training)
