@@ -183,7 +183,8 @@ class EosBlockedNet(nn.Module):
     and the mask state excluded) minus :data:`EOS_MARGIN` (a constant: no gradient), so its probability is below
     ``e^-40 ≈ 4e-18`` of the likeliest other token's, however confident the network is about end-of-text (a floor
     taken from the overall largest output, the first version, was end-of-text's own logit whenever it led by
-    more than the margin, and a fine-tuned policy learned to end completions through the block) — never drawn in practice, yet positive, so that log-probabilities and the ``p log p`` terms of the KL
+    more than the margin, and a fine-tuned policy learned to end completions through the block) — never drawn
+    in practice, yet positive, so that log-probabilities and the ``p log p`` terms of the KL
     keep finite gradients (an exact zero gives ``0 · log 0`` gradients of NaN). Works for every
     parameterisation (SUBS and denoiser logits, log concrete scores). The parameters are those of ``inner``."""
 
@@ -210,8 +211,8 @@ def with_min_new_tokens(model, *, eos_id: int, prompt_lengths, min_new_tokens: i
     """A :class:`~sepo.diffusion.DiffusionModel` sharing ``model``'s parameters whose end-of-text token is
     forbidden at positions ``min(prompt_lengths) … max(prompt_lengths) + min_new_tokens - 1`` (``model`` itself
     if ``min_new_tokens == 0``), so that *every* completion has at least ``min_new_tokens`` tokens, whatever
-    its prompt's length. (A block starting after the shortest prompt only, the first version, left completions
-    of longer prompts free to end at once, and a policy learned to: docs/text.md.) Positions inside a longer
+    its prompt's length (the first version counted from the shortest prompt only, so completions of longer
+    prompts had fewer forced tokens; corpus prompts all have the same length). Positions inside a longer
     prompt are clamped to the prompt by the sampler, so the block does not change them; the completions of
     shorter prompts are forced a few tokens longer (the prompts' length spread). :func:`unwrap` gives the plain
     model back (for saving)."""

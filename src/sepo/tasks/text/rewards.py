@@ -377,7 +377,7 @@ def reward_config(kind: str = "ngram") -> RewardConfig:
       unknown (e.g. glued) words cannot move it by dilution. Held-out Pearson r ≈ 0.63 on the test part.
     * ``ngram-l2`` — the first version: + character 3-5-grams, √count L2-normalised features (r ≈ 0.67). A
       policy raised it by padding completions with function words and glued out-of-vocabulary tokens, which
-      the judges did not reward (docs/text.md, "Why the first reward failed").
+      the judges did not reward (docs/text.md, "Reward hacking and the reward's features").
     """
     if kind == "ngram":
         return RewardConfig(features=NgramConfig(char_ngrams=(), weighting="binary"), lambdas=(1.0, 3.0, 10.0))
