@@ -301,7 +301,7 @@ def run_text_bench(cfg: TextBenchConfig, *, out: str | Path, base: str | None = 
                                  n=cfg.eval_prompts, seed=0)
     plen = prompts.lengths()
     judges = default_judges()
-    reward = text_reward(cfg.text_options.get("reward", "ngram"), tokenizer)  # the reward the runs were trained on
+    reward = text_reward(cfg.text_options.get("reward", TextOptions.reward), tokenizer)  # the runs' own reward
     log("fitting the Kneser-Ney fluency model on the training sentences")
     lm = default_lm(cfg.lm_order)
 

@@ -218,10 +218,9 @@ def with_min_new_tokens(model, *, eos_id: int, prompt_lengths, min_new_tokens: i
     model back (for saving)."""
     from sepo.diffusion import DiffusionModel
 
-    prompt_lengths = [int(n) for n in ([prompt_lengths] if isinstance(prompt_lengths, int) else prompt_lengths)]
-    prompt_length, last_end = min(prompt_lengths), max(prompt_lengths) + min_new_tokens
     if min_new_tokens <= 0:
         return model
+    prompt_length, last_end = min(prompt_lengths), max(prompt_lengths) + min_new_tokens
     length = int(model.config.length)
     blocked = torch.zeros(length, dtype=torch.bool)
     blocked[prompt_length: last_end] = True
