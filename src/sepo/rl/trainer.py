@@ -116,7 +116,13 @@ class Trainer:
         adv = compute_advantages(shaped.view(cfg.num_groups, cfg.num_generations), kind=cfg.advantage,
                                  scale_rewards=cfg.effective_scale_rewards).reshape(-1).to(rollout.x.device)
         rollout.rewards, rollout.advantages = rewards, adv
-        old = self.estimator.prepare(self.policy, rollout, self.generator)
+        if self._on_policy_single_step(rollout.size):
+            # one epoch, one minibatch: θ_old is θ at the only update, so the old log-probabilities are the
+            # update's own, detached (ratio exactly 1); skipping their no-grad pass saves a quarter of an iteration
+            self.estimator.draw(self.policy, rollout, self.generator)
+            old = None
+        else:
+            old = self.estimator.prepare(self.policy, rollout, self.generator)
         timer["prepare"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -159,6 +165,9 @@ class Trainer:
             return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * frac))
         return cfg.learning_rate
 
+    def _on_policy_single_step(self, n: int) -> bool:
+        return self.cfg.num_iterations == 1 and (self.cfg.minibatch_size or n) >= n
+
     def _update(self, rollout: Rollout, old, kl_ids, ref_probs, timer, *, kl_scale: float = 1.0) -> dict:
         cfg = self.cfg
         n = rollout.size
@@ -172,7 +181,8 @@ class Trainer:
             for lo in range(0, n, mb):
                 idx = perm[lo : lo + mb]
                 units = self.estimator.log_probs(self.policy, rollout, idx)
-                loss, st = clipped_policy_loss(units.logp, old.logp[idx], units.weight, rollout.advantages[idx],
+                old_logp = units.logp.detach() if old is None else old.logp[idx]
+                loss, st = clipped_policy_loss(units.logp, old_logp, units.weight, rollout.advantages[idx],
                                                epsilon=cfg.epsilon, loss_type=cfg.loss_type, norm_constant=self.length,
                                                dual_clip=cfg.dual_clip)
                 if kl_ids:
