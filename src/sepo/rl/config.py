@@ -25,7 +25,9 @@ class FinetuneConfig:
         max_steps: number of Algorithm-1 iterations ``S`` (rollout + update rounds).
         num_generations: samples per group ``B`` (completions per prompt in prompted generation).
         num_groups: groups per iteration ``G``; the batch is ``G * B`` samples.
-        num_iterations: epochs ``K`` over each batch (TRL's name; GRPO's μ).
+        num_iterations: epochs ``K`` over each batch (TRL's name; GRPO's μ). With ``K = 1`` and one minibatch the
+            update is on-policy: the old log-probabilities are the update's own, detached, and their separate
+            no-grad pass is skipped.
         minibatch_size: samples per gradient step within an epoch; ``None`` = the whole batch (one step per epoch).
         learning_rate: Adam learning rate (peak value of the schedule).
         lr_scheduler_type: ``constant``, ``linear`` (to 0 at ``max_steps``) or ``cosine`` (to 0), per iteration.
