@@ -118,7 +118,8 @@ class Trainer:
         rollout.rewards, rollout.advantages = rewards, adv
         if self._on_policy_single_step(rollout.size):
             # one epoch, one minibatch: θ_old is θ at the only update, so the old log-probabilities are the
-            # update's own, detached (ratio exactly 1); skipping their no-grad pass saves a quarter of an iteration
+            # update's own, detached (ratio exactly 1); this skips their no-grad pass (text tiny preset: 2,885 -> 2,373
+            # network passes per iteration for sepo)
             self.estimator.draw(self.policy, rollout, self.generator)
             old = None
         else:
