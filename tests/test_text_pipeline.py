@@ -81,9 +81,15 @@ def test_sample_files_round_trip_and_bad_prefixes(tmp_path, tok):
         TASK.encode_prefix("   ")
     with pytest.raises(DataError, match="at most 31"):
         TASK.encode_prefix("word " * 40)
-    (tmp_path / "long.txt").write_text("ok\n" + "word " * 40 + "\n")
+    (tmp_path / "long.txt").write_text("ok\n" + "word " * 80 + "\n")
     with pytest.raises(DataError, match="long.txt:2"):
         TASK.read_samples(tmp_path / "long.txt")
+    # a model's own sample can re-encode a little past the window (non-canonical segmentation): kept, cut, warned
+    (tmp_path / "over.txt").write_text("ok\n" + "word " * 33 + "\n")
+    assert len(tok.encode("word " * 33)) > 32
+    with pytest.warns(UserWarning, match="line 2"):
+        got = TASK.read_samples(tmp_path / "over.txt")
+    assert got.shape == (2, 32) and (got[1] != tok.eos_id).all()
 
 
 def test_distinct_n_lengths_and_perplexity_bound_by_hand():
