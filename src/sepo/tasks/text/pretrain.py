@@ -173,9 +173,8 @@ def nelbo_report(tokens: torch.Tensor, per_sequence: torch.Tensor, *, eos_id: in
 #: Pretraining presets of the text task (PretrainConfig fields).
 TEXT_PRESETS: dict[str, dict] = {
     # text-tiny DiT at length 32: 1.55 M parameters; ≈ 0.25 s per step on 2 CPU cores (two threads, measured beside
-    # a CI run). 4,800 steps,
-    # not 1,200: validation 4.62 instead of 5.54 bits/token, and only on the longer-trained model did fine-tuning
-    # raise both judges on every seed (docs/text.md)
+    # a CI run). 4,800 steps, not 1,200: validation 4.62 instead of 5.54 bits/token, and only on the longer-trained
+    # model did fine-tuning raise both judges on every seed (docs/text.md)
     "tiny": {
         "model": "text-tiny",
         "model_overrides": {"length": TEXT_LENGTH},
