@@ -33,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         left it (optimizer, learning-rate schedule, EMA, data order and random state restored).
 
         Presets for --task dna: tiny (a few minutes on 2 CPU cores) and full (the paper-scale dilated
-        CNN, for a GPU). For --task text: tiny (a 1.6 M-parameter DiT, 4,800 steps, about 20 minutes on 2 CPU cores)
+        CNN, for a GPU). For --task text: tiny (a 1.6 M-parameter DiT, 4,800 steps, about 15 minutes on 2 CPU cores)
         and small (a wider DiT, for a GPU).""",
         examples="""
         sepo pretrain --task dna --preset tiny --out runs/dna-tiny

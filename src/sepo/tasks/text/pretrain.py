@@ -13,7 +13,7 @@ written as spaces). Reading a sample file re-encodes each line, which gives the 
 text (a model may have produced a non-canonical segmentation of the same string).
 
 Presets (:data:`TEXT_PRESETS`): ``tiny`` — the ``text-tiny`` DiT (4 blocks, width 128) at length 32,
-4,800 steps of 64 sentences, about 20 minutes on 2 CPU cores; ``small`` — width 256, 6 blocks, for a GPU.
+4,800 steps of 64 sentences, about 15 minutes on 2 CPU cores; ``small`` — width 256, 6 blocks, for a GPU.
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def nelbo_report(tokens: torch.Tensor, per_sequence: torch.Tensor, *, eos_id: in
 
 #: Pretraining presets of the text task (PretrainConfig fields).
 TEXT_PRESETS: dict[str, dict] = {
-    # text-tiny DiT at length 32: 1.55 M parameters; ≈ 0.25 s per step on 2 CPU cores (two threads, measured beside
-    # a CI run). 4,800 steps, not 1,200: validation 4.62 instead of 5.54 bits/token, and only on the longer-trained
+    # text-tiny DiT at length 32: 1.55 M parameters; 0.18 s per step on 2 idle CPU cores (two threads:
+    # 4,800 steps in 860 s). 4,800 steps, not 1,200: validation 4.62 instead of 5.54 bits/token, and only on the longer-trained
     # model did fine-tuning raise both judges on every seed (docs/text.md)
     "tiny": {
         "model": "text-tiny",
