@@ -43,7 +43,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         sepo pretrain --out runs/dna-full --resume      # continue after an interruption""",
     )
     p.add_argument("--task", default=None, help=f"what to train on: {', '.join(task_names())} (default: dna, or the config file's task)")
-    p.add_argument("--preset", default=None, help="task preset giving every setting a starting value: dna: tiny or full; text: tiny or small (default: tiny)")
+    p.add_argument("--preset", default=None, help="task preset giving every setting a starting value: dna: tiny or full; text: tiny or small "
+                        "(default: tiny)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder to create (it becomes the model directory)")
     p.add_argument("--config", metavar="FILE.yaml", default=None, help="YAML file of PretrainConfig fields overriding the preset (default: none, the preset as is)")
     p.add_argument("--process", choices=["masked", "uniform"], default=None,

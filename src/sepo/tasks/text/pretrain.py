@@ -100,17 +100,16 @@ def _read_samples(path) -> torch.Tensor:
     if not lines:
         raise DataError(f"sample file {str(path)!r} is empty; expected one text per line")
     tok = text_tokenizer()
-    lengths = tok.token_lengths(lines)
-    for i, n in enumerate(lengths, 1):
+    over = [(i, n) for i, n in enumerate(tok.token_lengths(lines), 1) if n > TEXT_LENGTH]
+    for i, n in over:
         if n > 2 * TEXT_LENGTH:
             raise DataError(f"{path}:{i}: the text has {n} tokens but the text task's sequences hold {TEXT_LENGTH}; "
                             "expected one sample of this task per line")
-    over = [i for i, n in enumerate(lengths, 1) if n > TEXT_LENGTH]
     if over:
         # a model may write a non-canonical segmentation of a string (e.g. "lo" + "own") whose canonical BPE is a
         # token or two longer than the model's window: keep such samples, cut to the window, and say so
-        warnings.warn(f"{path}: {len(over)} line(s) re-encode to more than {TEXT_LENGTH} tokens (first: line {over[0]}, "
-                      f"{lengths[over[0] - 1]} tokens) and are cut to {TEXT_LENGTH}", stacklevel=2)
+        warnings.warn(f"{path}: {len(over)} line(s) re-encode to more than {TEXT_LENGTH} tokens (first: line "
+                      f"{over[0][0]}, {over[0][1]} tokens) and are cut to {TEXT_LENGTH}", stacklevel=2)
     return tok.encode_batch(lines, TEXT_LENGTH)
 
 
@@ -172,9 +171,9 @@ def nelbo_report(tokens: torch.Tensor, per_sequence: torch.Tensor, *, eos_id: in
 
 #: Pretraining presets of the text task (PretrainConfig fields).
 TEXT_PRESETS: dict[str, dict] = {
-    # text-tiny DiT at length 32: 1.55 M parameters; 0.18 s per step on 2 idle CPU cores (two threads:
-    # 4,800 steps in 860 s). 4,800 steps, not 1,200: validation 4.62 instead of 5.54 bits/token, and only on the longer-trained
-    # model did fine-tuning raise both judges on every seed (docs/text.md)
+    # text-tiny DiT at length 32: 1.55 M parameters; 0.18 s per step on 2 idle CPU cores (two threads: 4,800 steps
+    # in 860 s). 4,800 steps, not 1,200: validation 4.68 (4.62 for the resumed run benchmarked) instead of 5.54
+    # bits/token, and only on the longer-trained model did fine-tuning raise both judges on every seed (docs/text.md)
     "tiny": {
         "model": "text-tiny",
         "model_overrides": {"length": TEXT_LENGTH},
